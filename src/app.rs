@@ -1,0 +1,145 @@
+//! The composition root: one [`App`] owns the configuration, this node's
+//! identity and the stores. Everything else gets it by reference.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+
+use crate::auth::admin_token::{self, TokenOrigin};
+use crate::blob;
+use crate::cluster::secret;
+use crate::config::{Config, Secret};
+use crate::db::{self, Db, NodeRecord};
+use crate::node::address::{self, AddressSource};
+use crate::node::{identity, keys};
+
+/// Why the node could not start: one line that says what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+fn fail(e: impl std::fmt::Display) -> StartupError {
+    StartupError(e.to_string())
+}
+
+/// This node as the rest of the cluster sees it.
+#[derive(Debug)]
+pub struct NodeIdentity {
+    pub id: String,
+    pub internal_ip: IpAddr,
+    pub internal_port: u16,
+    pub address_source: AddressSource,
+    pub key: SigningKey,
+}
+
+/// Everything a running node owns.
+pub struct App {
+    pub config: Arc<Config>,
+    pub node: Arc<NodeIdentity>,
+    pub db: Db,
+    pub storage_id: String,
+    pub secret_key: Secret,
+    pub admin_token: TokenOrigin,
+}
+
+/// Makes sure the root file path exists and is writable, before anything is put there.
+pub fn prepare_root(root: &Path) -> Result<(), StartupError> {
+    let unwritable = |e: std::io::Error| {
+        StartupError(format!(
+            "root file path {} is not writable ({e}); set CSS_ROOT_FILE_PATH to a writable directory or fix its permissions",
+            root.display()
+        ))
+    };
+    // Only the service account may read pods, keys and tokens.
+    let created =
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(root);
+    if let Err(e) = created {
+        return Err(unwritable(e));
+    }
+    let probe = root.join(format!(".write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(unwritable)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+impl App {
+    /// Brings the node up: identity, keys, database, storage, credentials,
+    /// registration. Each step fails with a message naming what to fix.
+    pub async fn start(config: Config) -> Result<App, StartupError> {
+        let config = Arc::new(config);
+        if config.s3.is_some() {
+            return Err(StartupError(
+                "S3 storage (CSS_MINIO_ENDPOINT) is not available in this version of xpod yet; unset CSS_MINIO_ENDPOINT to use local storage".into(),
+            ));
+        }
+        prepare_root(&config.root)?;
+        let (node_id, id_source) =
+            identity::resolve(config.node_id.as_deref(), &config.node_id_path).map_err(fail)?;
+        let key = keys::load_or_create(&config.root.join("node.key")).map_err(fail)?;
+        let db = db::open(&config.database).await.map_err(fail)?;
+        let storage_id =
+            blob::fs::ensure_storage_id(&blob::fs::blob_dir(&config.root)).map_err(fail)?;
+        let secret_key = secret::ensure(&config, &db, &node_id).await.map_err(fail)?;
+
+        let (internal_ip, address_source) = address::detect(config.internal_ip, config.pod_ip);
+        if address_source == AddressSource::Loopback && db.backend() != "sqlite" {
+            return Err(StartupError(
+                "cannot detect this node's internal IP address (no usable network interface); set CSS_INTERNAL_IP".into(),
+            ));
+        }
+        let internal_port = config.internal_port.unwrap_or(config.port);
+        let now = db::now_ms();
+        db.node_upsert(&NodeRecord {
+            node_id: node_id.clone(),
+            kind: "centre".into(),
+            internal_ip: internal_ip.to_string(),
+            internal_port,
+            public_address: config.node_public_address.clone(),
+            storage_id: Some(storage_id.clone()),
+            version: env!("CARGO_PKG_VERSION").into(),
+            public_key: Some(keys::public_key_text(&key)),
+            started_at: now,
+            last_heartbeat: now,
+        })
+        .await
+        .map_err(fail)?;
+        let admin_token = admin_token::ensure(&config, &db, &node_id)
+            .await
+            .map_err(fail)?;
+
+        tracing::info!(
+            node_id = %node_id,
+            node_id_source = ?id_source,
+            internal_address = %format!("{internal_ip}:{internal_port}"),
+            address_source = %address_source,
+            database = %config.database_label(),
+            storage_id = %storage_id,
+            "node ready"
+        );
+        if let TokenOrigin::File {
+            path,
+            created: true,
+        } = &admin_token
+        {
+            tracing::info!(path = %path.display(), "created the administrator token");
+        }
+
+        Ok(App {
+            config,
+            node: Arc::new(NodeIdentity {
+                id: node_id,
+                internal_ip,
+                internal_port,
+                address_source,
+                key,
+            }),
+            db,
+            storage_id,
+            secret_key,
+            admin_token,
+        })
+    }
+}

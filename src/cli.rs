@@ -1,0 +1,289 @@
+//! The command line: `serve`, `config`, `healthcheck`, `node info`.
+//!
+//! Configuration flags are global, so `xpod --port 4000 config` and
+//! `xpod serve --port 4000` mean the same. Exit status: 0 on success, 1 when
+//! something fails, 2 for invalid configuration or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{App, StartupError};
+use crate::config::{Config, ConfigError, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xpod",
+    version,
+    about = "A Solid pod server: one box on SQLite, or a cluster on PostgreSQL and S3"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub flags: ConfigFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags that override the file and the environment.
+#[derive(Args, Debug, Default)]
+pub struct ConfigFlags {
+    /// TOML configuration file [default: /etc/xpod/xpod.toml when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (CSS_HOST)
+    #[arg(long, global = true)]
+    pub host: Option<String>,
+    /// Port to listen on (CSS_PORT)
+    #[arg(long, global = true)]
+    pub port: Option<String>,
+    /// Public base URL shared by all nodes (CSS_BASE_URL)
+    #[arg(long, global = true, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Where pods, keys and the SQLite database live (CSS_ROOT_FILE_PATH)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root_file_path: Option<String>,
+    /// This node's id (CSS_NODE_ID)
+    #[arg(long, global = true)]
+    pub node_id: Option<String>,
+    /// Local cache directory for S3 content (CSS_CACHE_PATH)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_path: Option<String>,
+    /// Cache size cap such as 50GB or 512MiB (CSS_CACHE_MAX_SIZE)
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub cache_max_size: Option<String>,
+    /// Log filter such as info or xpod=debug (CSS_LOG_LEVEL)
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+impl ConfigFlags {
+    fn overrides(&self) -> Overrides {
+        let mut values = Vec::new();
+        let flags: [(&'static str, &Option<String>); 8] = [
+            ("host", &self.host),
+            ("port", &self.port),
+            ("base_url", &self.base_url),
+            ("root_file_path", &self.root_file_path),
+            ("node_id", &self.node_id),
+            ("cache_path", &self.cache_path),
+            ("cache_max_size", &self.cache_max_size),
+            ("log_level", &self.log_level),
+        ];
+        for (key, value) in flags {
+            if let Some(v) = value {
+                values.push((key, v.clone()));
+            }
+        }
+        Overrides {
+            config_file: self.config.clone(),
+            values,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the pod server
+    Serve,
+    /// Print the effective configuration, secrets redacted, and where each value came from
+    Config,
+    /// Exit 0 when the local server answers its health check
+    Healthcheck {
+        /// Seconds to wait for an answer
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// This node
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Print the node id, internal address, database backend and storage
+    Info,
+}
+
+/// How a command ended.
+enum Failure {
+    Config(ConfigError),
+    Other(String),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e)
+    }
+}
+
+impl From<StartupError> for Failure {
+    fn from(e: StartupError) -> Self {
+        Failure::Other(e.0)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(format!("{e:#}"))
+    }
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(Failure::Config(e)) => {
+            eprintln!("xpod: invalid configuration: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(msg)) => {
+            eprintln!("xpod: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    let config = Config::load(&cli.flags.overrides())?;
+    init_logging(&config);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::Config => {
+            print_config(&config);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { timeout } => healthcheck(&config, timeout),
+        Command::Node {
+            command: NodeCommand::Info,
+        } => {
+            node_info(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(format!("cannot start the async runtime: {e}")))
+}
+
+fn serve(config: Config) -> Result<ExitCode, Failure> {
+    runtime()?.block_on(async {
+        let app = Arc::new(App::start(config).await?);
+        crate::http::serve(app).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn print_config(config: &Config) {
+    let width = config.report.iter().map(|l| l.env.len()).max().unwrap_or(0);
+    for line in &config.report {
+        let value = line.shown.as_deref().unwrap_or("(unset)");
+        println!("{:width$}  {value}  [{}]", line.env, line.source);
+    }
+}
+
+/// The address the CLI uses to reach the local server.
+pub fn local_url(config: &Config, path: &str) -> String {
+    let host = match config.host {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}{path}", config.port)
+}
+
+fn healthcheck(config: &Config, timeout: u64) -> Result<ExitCode, Failure> {
+    let url = local_url(config, crate::http::HEALTH_PATH);
+    runtime()?.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(timeout))
+            .build()
+            .map_err(anyhow::Error::from)?;
+        match client.get(&url).send().await {
+            Ok(resp) if resp.status().is_success() => {
+                println!("ok: {url} answered {}", resp.status());
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(resp) => Err(Failure::Other(format!(
+                "unhealthy: {url} answered {}",
+                resp.status()
+            ))),
+            Err(e) => Err(Failure::Other(format!(
+                "no server answers at {url} ({}); is `xpod serve` running with the same CSS_HOST and CSS_PORT?",
+                error_chain(&e)
+            ))),
+        }
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn node_info(config: &Config) -> Result<(), Failure> {
+    use crate::node::{address, identity};
+    let id = match &config.node_id {
+        Some(id) => format!("{id} (CSS_NODE_ID)"),
+        None => {
+            match identity::read(&config.node_id_path).map_err(|e| Failure::Other(e.to_string()))? {
+                Some(id) => format!("{id} ({})", config.node_id_path.display()),
+                None => format!(
+                    "not assigned yet: `xpod serve` creates {}",
+                    config.node_id_path.display()
+                ),
+            }
+        }
+    };
+    let (ip, source) = address::detect(config.internal_ip, config.pod_ip);
+    let port = config.internal_port.unwrap_or(config.port);
+    let storage = match &config.s3 {
+        Some(s3) => format!("s3 {} bucket {}", s3.endpoint, s3.bucket),
+        None => {
+            let dir = crate::blob::fs::blob_dir(&config.root);
+            let id = crate::blob::fs::read_storage_id(&dir)
+                .map_err(|e| Failure::Other(e.to_string()))?
+                .unwrap_or_else(|| "not created yet".into());
+            format!("local filesystem {} (storage id {id})", dir.display())
+        }
+    };
+    println!("node id:          {id}");
+    println!(
+        "internal address: {} ({source})",
+        std::net::SocketAddr::new(ip, port)
+    );
+    println!("database:         {}", config.database_label());
+    println!("storage:          {storage}");
+    println!("root file path:   {}", config.root.display());
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! What nodes share: the cluster secret. Placement and migration come later.
+
+pub mod secret;

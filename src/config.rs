@@ -1,0 +1,965 @@
+//! One typed [`Config`], built from four layers, each overriding the one before:
+//! built-in defaults, a TOML file, the environment (`CSS_*`), command-line flags.
+//!
+//! Every value remembers where it came from ([`Source`]) so that `xpod config`
+//! can say why a setting has the value it has, and so that an invalid value is
+//! reported under the name the operator actually used (`CSS_PORT`, `--port`, or
+//! `port` in the file).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/xpod/xpod.toml";
+
+/// A configuration problem. Its message is one line that names the setting
+/// and says what it accepts; `main` prints it and exits with status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A secret value: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    /// A default computed from other settings (the text says from which).
+    Derived(&'static str),
+    File(PathBuf),
+    Env(String),
+    EnvFile(String, PathBuf),
+    Flag(&'static str),
+}
+
+impl Source {
+    /// How to name the setting in an error message.
+    fn label(&self, key: &str) -> String {
+        match self {
+            Source::Default | Source::Derived(_) => format!("default {key}"),
+            Source::File(path) => format!("{key} in {}", path.display()),
+            Source::Env(var) => var.clone(),
+            Source::EnvFile(var, _) => var.clone(),
+            Source::Flag(flag) => flag.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Derived(from) => write!(f, "default, from {from}"),
+            Source::File(path) => write!(f, "file {}", path.display()),
+            Source::Env(var) => write!(f, "environment {var}"),
+            Source::EnvFile(var, path) => write!(f, "environment {var} (file {})", path.display()),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// One setting: its key in the TOML file, its environment variable, its flag.
+struct Setting {
+    key: &'static str,
+    env: &'static str,
+    flag: Option<&'static str>,
+    secret: bool,
+}
+
+const fn setting(key: &'static str, env: &'static str, flag: Option<&'static str>) -> Setting {
+    Setting {
+        key,
+        env,
+        flag,
+        secret: false,
+    }
+}
+
+const fn secret(key: &'static str, env: &'static str) -> Setting {
+    Setting {
+        key,
+        env,
+        flag: None,
+        secret: true,
+    }
+}
+
+/// Every setting xpod reads. The order is the order `xpod config` prints.
+const SETTINGS: &[Setting] = &[
+    setting("host", "CSS_HOST", Some("--host")),
+    setting("port", "CSS_PORT", Some("--port")),
+    setting("base_url", "CSS_BASE_URL", Some("--base-url")),
+    setting(
+        "root_file_path",
+        "CSS_ROOT_FILE_PATH",
+        Some("--root-file-path"),
+    ),
+    secret("database_url", "CSS_DATABASE_URL"),
+    setting("minio_endpoint", "CSS_MINIO_ENDPOINT", None),
+    setting("minio_bucket_name", "CSS_MINIO_BUCKET_NAME", None),
+    secret("minio_access_key", "CSS_MINIO_ACCESS_KEY"),
+    secret("minio_secret_key", "CSS_MINIO_SECRET_KEY"),
+    setting("minio_region", "CSS_MINIO_REGION", None),
+    setting("cache_path", "CSS_CACHE_PATH", Some("--cache-path")),
+    setting(
+        "cache_max_size",
+        "CSS_CACHE_MAX_SIZE",
+        Some("--cache-max-size"),
+    ),
+    setting("max_body_size", "CSS_MAX_BODY_SIZE", None),
+    setting("node_id", "CSS_NODE_ID", Some("--node-id")),
+    secret("node_token", "CSS_NODE_TOKEN"),
+    setting("node_public_address", "CSS_NODE_PUBLIC_ADDRESS", None),
+    setting("internal_ip", "CSS_INTERNAL_IP", None),
+    setting("internal_port", "CSS_INTERNAL_PORT", None),
+    setting("pod_ip", "POD_IP", None),
+    setting("pod_routing_enabled", "CSS_POD_ROUTING_ENABLED", None),
+    setting("node_id_path", "CSS_NODE_ID_PATH", None),
+    setting("pod_subdomains", "CSS_POD_SUBDOMAINS", None),
+    secret("admin_token", "CSS_ADMIN_TOKEN"),
+    secret("secret_key", "CSS_SECRET_KEY"),
+    setting("log_level", "CSS_LOG_LEVEL", Some("--log-level")),
+];
+
+/// Values given on the command line, by setting key (e.g. `("port", "3001")`).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub values: Vec<(&'static str, String)>,
+}
+
+/// Which metadata store to use, decided once from `CSS_DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// Embedded SQLite at this path (the default: `<root>/xpod.sqlite`).
+    Sqlite(PathBuf),
+    /// PostgreSQL; the URL may carry a password.
+    Postgres(Secret),
+}
+
+/// S3 settings; present when `CSS_MINIO_ENDPOINT` is set.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: Url,
+    pub bucket: String,
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    pub region: String,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub base_url: Url,
+    pub root: PathBuf,
+    pub database: DatabaseConfig,
+    pub s3: Option<S3Config>,
+    pub cache_path: PathBuf,
+    pub cache_max_size: u64,
+    pub max_body_size: u64,
+    pub node_id: Option<String>,
+    pub node_token: Option<Secret>,
+    pub node_public_address: Option<String>,
+    pub internal_ip: Option<IpAddr>,
+    pub internal_port: Option<u16>,
+    pub pod_ip: Option<IpAddr>,
+    pub pod_routing_enabled: bool,
+    pub node_id_path: PathBuf,
+    pub pod_subdomains: bool,
+    pub admin_token: Option<Secret>,
+    pub secret_key: Option<Secret>,
+    pub log_level: String,
+    /// Where each value came from, for `xpod config`.
+    pub report: Vec<ReportLine>,
+    /// `CSS_*` variables that name no setting.
+    pub unknown_env: Vec<String>,
+}
+
+/// One line of `xpod config`.
+#[derive(Debug, Clone)]
+pub struct ReportLine {
+    pub key: &'static str,
+    pub env: &'static str,
+    /// The value as shown: secrets redacted, `None` when unset.
+    pub shown: Option<String>,
+    pub source: Source,
+}
+
+impl Config {
+    /// Builds the configuration from the real environment.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_parts(overrides, &env)
+    }
+
+    /// Builds the configuration from the given environment (tests pass their own).
+    pub fn from_parts(
+        overrides: &Overrides,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut raw: BTreeMap<&'static str, (String, Source)> = BTreeMap::new();
+
+        // Layer 2: the TOML file.
+        let file = match &overrides.config_file {
+            Some(path) => Some(path.clone()),
+            None => {
+                let path = PathBuf::from(DEFAULT_CONFIG_FILE);
+                path.exists().then_some(path)
+            }
+        };
+        if let Some(path) = &file {
+            read_file_layer(path, &mut raw)?;
+        }
+
+        // Layer 3: the environment, with `*_FILE` for secrets.
+        let mut unknown_env = Vec::new();
+        for (name, value) in env {
+            if let Some(s) = SETTINGS.iter().find(|s| s.env == name) {
+                raw.insert(s.key, (value.clone(), Source::Env(name.clone())));
+            } else if let Some(s) = name
+                .strip_suffix("_FILE")
+                .and_then(|base| SETTINGS.iter().find(|s| s.env == base && s.secret))
+            {
+                let path = PathBuf::from(value);
+                let content = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError(format!(
+                        "{name}: cannot read {}: {e}; point it at a readable file holding the secret",
+                        path.display()
+                    ))
+                })?;
+                let content = content.trim_end_matches(['\n', '\r']).to_string();
+                // A plain variable set at the same time wins over nothing: refuse ambiguity.
+                if env.iter().any(|(n, _)| n == s.env) {
+                    return Err(ConfigError(format!(
+                        "both {} and {name} are set; set only one of them",
+                        s.env
+                    )));
+                }
+                raw.insert(s.key, (content, Source::EnvFile(name.clone(), path)));
+            } else if name.starts_with("CSS_") {
+                unknown_env.push(name.clone());
+            }
+        }
+        unknown_env.sort();
+
+        // Layer 4: flags.
+        for (key, value) in &overrides.values {
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.key == *key)
+                .expect("flag names a known setting");
+            raw.insert(
+                s.key,
+                (value.clone(), Source::Flag(s.flag.unwrap_or("flag"))),
+            );
+        }
+
+        Self::build(raw, unknown_env, env)
+    }
+
+    fn build(
+        mut raw: BTreeMap<&'static str, (String, Source)>,
+        unknown_env: Vec<String>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let env_get = |name: &str| {
+            env.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        // Empty values mean "unset", as an operator clearing a variable expects.
+        raw.retain(|_, (v, _)| !v.trim().is_empty());
+
+        let mut p = Parsed {
+            raw: &raw,
+            report: Vec::new(),
+        };
+
+        let host: IpAddr = p.value("host", "0.0.0.0", |v| {
+            v.parse().map_err(|_| {
+                "expected an IP address to listen on, such as 0.0.0.0 or 127.0.0.1".into()
+            })
+        })?;
+        let port: u16 = p.value("port", "3000", parse_port)?;
+        let base_url = match p.get("base_url") {
+            Some(_) => p.value("base_url", "", parse_base_url)?,
+            None => {
+                let url = Url::parse(&format!("http://localhost:{port}/")).expect("valid url");
+                p.derived("base_url", url.to_string(), "port");
+                url
+            }
+        };
+        let root = match p.get("root_file_path") {
+            Some(_) => p.value("root_file_path", "", parse_path)?,
+            None => {
+                let (root, from) = default_root(&env_get);
+                p.derived("root_file_path", root.display().to_string(), from);
+                root
+            }
+        };
+        let database = match p.get("database_url") {
+            None => {
+                let path = root.join("xpod.sqlite");
+                p.derived("database_url", String::new(), "root_file_path: SQLite");
+                DatabaseConfig::Sqlite(path)
+            }
+            Some(_) => p.value("database_url", "", parse_database_url)?,
+        };
+
+        let s3 = match p.get("minio_endpoint") {
+            None => {
+                for key in [
+                    "minio_endpoint",
+                    "minio_bucket_name",
+                    "minio_access_key",
+                    "minio_secret_key",
+                    "minio_region",
+                ] {
+                    p.optional(key, |v| Ok(v.to_string()))?;
+                }
+                None
+            }
+            Some(_) => {
+                let endpoint = p.value("minio_endpoint", "", |v| {
+                    let url = Url::parse(v).map_err(|e| {
+                        format!("expected an http:// or https:// URL of the S3 server ({e})")
+                    })?;
+                    if !matches!(url.scheme(), "http" | "https") {
+                        return Err("expected an http:// or https:// URL of the S3 server".into());
+                    }
+                    Ok(url)
+                })?;
+                let bucket = p.required("minio_bucket_name", "CSS_MINIO_ENDPOINT is set", |v| {
+                    parse_bucket(v)
+                })?;
+                let access_key =
+                    p.required("minio_access_key", "CSS_MINIO_ENDPOINT is set", |v| {
+                        Ok(Secret::new(v))
+                    })?;
+                let secret_key =
+                    p.required("minio_secret_key", "CSS_MINIO_ENDPOINT is set", |v| {
+                        Ok(Secret::new(v))
+                    })?;
+                let region = p.value("minio_region", "us-east-1", |v| Ok(v.to_string()))?;
+                Some(S3Config {
+                    endpoint,
+                    bucket,
+                    access_key,
+                    secret_key,
+                    region,
+                })
+            }
+        };
+
+        let cache_path = match p.get("cache_path") {
+            Some(_) => p.value("cache_path", "", parse_path)?,
+            None => {
+                let (path, from) = default_cache(&env_get, &root);
+                p.derived("cache_path", path.display().to_string(), from);
+                path
+            }
+        };
+        let cache_max_size = p.value("cache_max_size", "10GiB", parse_size)?;
+        let max_body_size = p.value("max_body_size", "10GiB", parse_size)?;
+        let node_id = p.optional("node_id", |v| {
+            crate::node::identity::validate_node_id(v).map(|_| v.to_string())
+        })?;
+        let node_token = p.optional("node_token", |v| Ok(Secret::new(v)))?;
+        let node_public_address = p.optional("node_public_address", |v| Ok(v.to_string()))?;
+        let internal_ip = p.optional("internal_ip", parse_ip)?;
+        let internal_port = p.optional("internal_port", parse_port)?;
+        let pod_ip = p.optional("pod_ip", parse_ip)?;
+        let pod_routing_enabled = p.value("pod_routing_enabled", "true", parse_bool)?;
+        let node_id_path = match p.get("node_id_path") {
+            Some(_) => p.value("node_id_path", "", parse_path)?,
+            None => {
+                let path = root.join(".node-id");
+                p.derived("node_id_path", path.display().to_string(), "root_file_path");
+                path
+            }
+        };
+        let pod_subdomains = p.value("pod_subdomains", "false", parse_bool)?;
+        let admin_token = p.optional("admin_token", |v| {
+            if v.len() < 16 {
+                return Err("expected a token of at least 16 characters".into());
+            }
+            Ok(Secret::new(v))
+        })?;
+        let secret_key = p.optional("secret_key", |v| {
+            if v.len() < 32 {
+                return Err("expected a secret of at least 32 characters (e.g. from `openssl rand -hex 32`)".into());
+            }
+            Ok(Secret::new(v))
+        })?;
+        let log_level = p.value("log_level", "info", |v| {
+            tracing_subscriber::EnvFilter::try_new(v)
+                .map(|_| v.to_string())
+                .map_err(|e| {
+                    format!("expected a log filter such as info, debug or xpod=debug ({e})")
+                })
+        })?;
+
+        if pod_subdomains
+            && base_url
+                .host_str()
+                .is_some_and(|h| h.parse::<IpAddr>().is_ok())
+        {
+            return Err(ConfigError(format!(
+                "CSS_POD_SUBDOMAINS=true needs a base URL with a host name, but {base_url} uses an IP address; set CSS_BASE_URL to e.g. http://pods.example.com/"
+            )));
+        }
+
+        let report = p.report;
+        Ok(Config {
+            host,
+            port,
+            base_url,
+            root,
+            database,
+            s3,
+            cache_path,
+            cache_max_size,
+            max_body_size,
+            node_id,
+            node_token,
+            node_public_address,
+            internal_ip,
+            internal_port,
+            pod_ip,
+            pod_routing_enabled,
+            node_id_path,
+            pod_subdomains,
+            admin_token,
+            secret_key,
+            log_level,
+            report,
+            unknown_env,
+        })
+    }
+
+    /// Warnings about `CSS_*` variables that name no setting.
+    pub fn warnings(&self) -> Vec<String> {
+        self.unknown_env
+            .iter()
+            .map(|name| match closest_setting(name) {
+                Some(known) => format!(
+                    "unknown environment variable {name} is ignored (did you mean {known}?)"
+                ),
+                None => format!("unknown environment variable {name} is ignored"),
+            })
+            .collect()
+    }
+
+    /// The storage description for humans: which database, which blob store.
+    pub fn database_label(&self) -> String {
+        match &self.database {
+            DatabaseConfig::Sqlite(path) => format!("sqlite {}", path.display()),
+            DatabaseConfig::Postgres(url) => format!("postgresql {}", redact_url(url.expose())),
+        }
+    }
+
+    /// The node's canonical public host (for subdomain pods).
+    pub fn base_host(&self) -> &str {
+        self.base_url.host_str().unwrap_or("localhost")
+    }
+}
+
+/// The raw values and the report being built.
+struct Parsed<'a> {
+    raw: &'a BTreeMap<&'static str, (String, Source)>,
+    report: Vec<ReportLine>,
+}
+
+impl Parsed<'_> {
+    fn get(&self, key: &str) -> Option<&(String, Source)> {
+        self.raw.get(key)
+    }
+
+    fn meta(key: &str) -> &'static Setting {
+        SETTINGS
+            .iter()
+            .find(|s| s.key == key)
+            .expect("known setting")
+    }
+
+    fn record(&mut self, key: &'static str, value: Option<String>, source: Source) {
+        let s = Self::meta(key);
+        let shown = value.map(|v| {
+            if key == "database_url" {
+                redact_url(&v)
+            } else if s.secret {
+                "[redacted]".to_string()
+            } else {
+                v
+            }
+        });
+        self.report.push(ReportLine {
+            key: s.key,
+            env: s.env,
+            shown,
+            source,
+        });
+    }
+
+    fn derived(&mut self, key: &'static str, shown: String, from: &'static str) {
+        let shown = (!shown.is_empty()).then_some(shown);
+        self.record(key, shown, Source::Derived(from));
+    }
+
+    fn parse_with<T>(
+        &self,
+        key: &'static str,
+        value: &str,
+        source: &Source,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        parse(value.trim()).map_err(|why| {
+            let label = source.label(key);
+            let shown = if Self::meta(key).secret {
+                "(secret)".to_string()
+            } else {
+                format!("{value:?}")
+            };
+            ConfigError(format!("{label}={shown} is invalid: {why}"))
+        })
+    }
+
+    fn value<T>(
+        &mut self,
+        key: &'static str,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let (value, source) = match self.raw.get(key) {
+            Some((v, s)) => (v.clone(), s.clone()),
+            None => (default.to_string(), Source::Default),
+        };
+        let parsed = self.parse_with(key, &value, &source, parse)?;
+        self.record(key, Some(value), source);
+        Ok(parsed)
+    }
+
+    fn optional<T>(
+        &mut self,
+        key: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.raw.get(key) {
+            None => {
+                self.record(key, None, Source::Default);
+                Ok(None)
+            }
+            Some(_) => self.value(key, "", parse).map(Some),
+        }
+    }
+
+    fn required<T>(
+        &mut self,
+        key: &'static str,
+        because: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        if self.raw.get(key).is_none() {
+            let s = Self::meta(key);
+            return Err(ConfigError(format!(
+                "{} is required because {because}; set it (or {}_FILE)",
+                s.env, s.env
+            )));
+        }
+        self.value(key, "", parse)
+    }
+}
+
+fn read_file_layer(
+    path: &Path,
+    raw: &mut BTreeMap<&'static str, (String, Source)>,
+) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read configuration file {}: {e}; fix the path given to --config",
+            path.display()
+        ))
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let msg = e.message().to_string();
+        let line = e
+            .span()
+            .map(|s| text[..s.start].lines().count().max(1))
+            .unwrap_or(0);
+        ConfigError(format!(
+            "configuration file {} is not valid TOML (line {line}): {msg}",
+            path.display()
+        ))
+    })?;
+    for (key, value) in table {
+        let Some(s) = SETTINGS.iter().find(|s| s.key == key) else {
+            let known: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+            return Err(ConfigError(format!(
+                "configuration file {}: unknown key {key:?}; known keys are {}",
+                path.display(),
+                known.join(", ")
+            )));
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => {
+                return Err(ConfigError(format!(
+                    "configuration file {}: {key} must be a string, number or boolean, not {}",
+                    path.display(),
+                    other.type_str()
+                )));
+            }
+        };
+        raw.insert(s.key, (text, Source::File(path.to_path_buf())));
+    }
+    Ok(())
+}
+
+/// The root file path when none is configured.
+fn default_root(env: &dyn Fn(&str) -> Option<String>) -> (PathBuf, &'static str) {
+    // systemd's StateDirectory= sets STATE_DIRECTORY (colon-separated if several).
+    if let Some(dirs) = env("STATE_DIRECTORY") {
+        let first = dirs.split(':').next().unwrap_or_default();
+        return (PathBuf::from(first), "$STATE_DIRECTORY");
+    }
+    if env("INVOCATION_ID").is_some() {
+        // Under systemd without StateDirectory=.
+        return (PathBuf::from("/var/lib/xpod"), "systemd service");
+    }
+    if let Some(home) = env("HOME") {
+        // The `directories` crate's data directory, computed from the environment we were given.
+        let data = env("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .unwrap_or_else(|| PathBuf::from(home).join(".local/share"));
+        return (data.join("xpod"), "user data directory");
+    }
+    match directories::ProjectDirs::from("", "", "xpod") {
+        Some(dirs) => (dirs.data_dir().to_path_buf(), "user data directory"),
+        None => (PathBuf::from("/var/lib/xpod"), "no home directory"),
+    }
+}
+
+fn default_cache(env: &dyn Fn(&str) -> Option<String>, root: &Path) -> (PathBuf, &'static str) {
+    if let Some(dirs) = env("CACHE_DIRECTORY") {
+        let first = dirs.split(':').next().unwrap_or_default();
+        return (PathBuf::from(first), "$CACHE_DIRECTORY");
+    }
+    (root.join("cache"), "root_file_path")
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    match v.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err("expected a port number from 1 to 65535".into()),
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn parse_ip(v: &str) -> Result<IpAddr, String> {
+    v.parse()
+        .map_err(|_| "expected an IP address such as 10.0.0.5".into())
+}
+
+fn parse_path(v: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(v);
+    if !path.is_absolute() {
+        return Err("expected an absolute path".into());
+    }
+    Ok(path)
+}
+
+fn parse_base_url(v: &str) -> Result<Url, String> {
+    let mut url = Url::parse(v).map_err(|e| {
+        format!("expected an absolute http(s) URL such as https://pods.example.com/ ({e})")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("expected an absolute http(s) URL such as https://pods.example.com/".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a base URL has no query or fragment".into());
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn parse_database_url(v: &str) -> Result<DatabaseConfig, String> {
+    if let Some(path) = v.strip_prefix("sqlite://") {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            return Err("expected sqlite:///absolute/path.sqlite".into());
+        }
+        return Ok(DatabaseConfig::Sqlite(path));
+    }
+    if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+        v.parse::<tokio_postgres::Config>()
+            .map_err(|e| format!("not a valid PostgreSQL URL ({e})"))?;
+        return Ok(DatabaseConfig::Postgres(Secret::new(v)));
+    }
+    Err("expected empty (embedded SQLite), sqlite:///path or postgres://user:password@host:port/database".into())
+}
+
+fn parse_bucket(v: &str) -> Result<String, String> {
+    let ok = (3..=63).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !v.starts_with(['-', '.'])
+        && !v.ends_with(['-', '.']);
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("expected an S3 bucket name: 3-63 characters of a-z, 0-9, '-' and '.'".into())
+    }
+}
+
+/// Parses a size such as `50GB`, `512MiB`, `1024` (bytes) or `1.5G`.
+/// Decimal units (kB, MB, GB, TB) are powers of 1000, binary ones (KiB, MiB,
+/// GiB, TiB, and the bare K, M, G, T) powers of 1024.
+pub fn parse_size(v: &str) -> Result<u64, String> {
+    const HELP: &str = "expected a size such as 512MiB, 50GB or 1073741824 (units: B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)";
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().map_err(|_| HELP.to_string())?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000_u64.pow(2),
+        "gb" => 1000_u64.pow(3),
+        "tb" => 1000_u64.pow(4),
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        _ => return Err(HELP.into()),
+    };
+    let bytes = number * multiplier as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(HELP.into());
+    }
+    Ok(bytes as u64)
+}
+
+/// Hides the password of a URL such as `postgres://user:pw@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            // Query parameters may carry a password too.
+            if parsed.query().is_some_and(|q| q.contains("password")) {
+                parsed.set_query(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(unparseable URL)".to_string(),
+    }
+}
+
+/// The known variable nearest to an unknown one, for a "did you mean" hint.
+fn closest_setting(name: &str) -> Option<&'static str> {
+    SETTINGS
+        .iter()
+        .map(|s| (edit_distance(name, s.env), s.env))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, env)| env)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn no_file() -> Overrides {
+        Overrides {
+            config_file: Some(PathBuf::from("/dev/null")),
+            values: vec![],
+        }
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let c = Config::from_parts(&no_file(), &env(&[("HOME", "/home/ann")])).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.base_url.as_str(), "http://localhost:3000/");
+        assert_eq!(c.root, PathBuf::from("/home/ann/.local/share/xpod"));
+        assert_eq!(
+            c.database,
+            DatabaseConfig::Sqlite(PathBuf::from("/home/ann/.local/share/xpod/xpod.sqlite"))
+        );
+        assert!(c.pod_routing_enabled);
+        assert!(!c.pod_subdomains);
+    }
+
+    #[test]
+    fn state_directory_wins_under_systemd() {
+        let c = Config::from_parts(
+            &no_file(),
+            &env(&[("HOME", "/root"), ("STATE_DIRECTORY", "/var/lib/xpod:/x")]),
+        )
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/var/lib/xpod"));
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("xpod.toml");
+        std::fs::write(
+            &file,
+            "port = 4000\nhost = \"127.0.0.1\"\nbase_url = \"https://pods.example\"\n",
+        )
+        .unwrap();
+        let mut o = Overrides {
+            config_file: Some(file.clone()),
+            values: vec![],
+        };
+        let c = Config::from_parts(&o, &env(&[("HOME", "/h"), ("CSS_PORT", "5000")])).unwrap();
+        assert_eq!(c.port, 5000, "environment beats file");
+        assert_eq!(c.host.to_string(), "127.0.0.1", "file beats default");
+        assert_eq!(
+            c.base_url.as_str(),
+            "https://pods.example/",
+            "a slash is added"
+        );
+        o.values.push(("port", "6000".into()));
+        let c = Config::from_parts(&o, &env(&[("HOME", "/h"), ("CSS_PORT", "5000")])).unwrap();
+        assert_eq!(c.port, 6000, "flag beats environment");
+        let port = c.report.iter().find(|l| l.key == "port").unwrap();
+        assert_eq!(port.source, Source::Flag("--port"));
+        let host = c.report.iter().find(|l| l.key == "host").unwrap();
+        assert_eq!(host.source, Source::File(file));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let err = Config::from_parts(&no_file(), &env(&[("CSS_PORT", "70000")])).unwrap_err();
+        assert!(
+            err.0.starts_with("CSS_PORT=\"70000\" is invalid"),
+            "{}",
+            err.0
+        );
+        let err =
+            Config::from_parts(&no_file(), &env(&[("CSS_CACHE_MAX_SIZE", "12XB")])).unwrap_err();
+        assert!(err.0.contains("CSS_CACHE_MAX_SIZE"), "{}", err.0);
+        let err = Config::from_parts(
+            &no_file(),
+            &env(&[("CSS_DATABASE_URL", "mysql://secretpw@h/db")]),
+        )
+        .unwrap_err();
+        assert!(
+            !err.0.contains("secretpw"),
+            "secrets stay out of errors: {}",
+            err.0
+        );
+    }
+
+    #[test]
+    fn sizes_parse_in_both_unit_families() {
+        assert_eq!(parse_size("50GB").unwrap(), 50_000_000_000);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-5MB").is_err());
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_stay_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "abcdefghijklmnopqrstuvwxyz\n").unwrap();
+        let c = Config::from_parts(
+            &no_file(),
+            &env(&[("CSS_ADMIN_TOKEN_FILE", file.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.admin_token.as_ref().unwrap().expose(),
+            "abcdefghijklmnopqrstuvwxyz"
+        );
+        assert!(!format!("{c:?}").contains("abcdefghij"));
+        let line = c.report.iter().find(|l| l.key == "admin_token").unwrap();
+        assert_eq!(line.shown.as_deref(), Some("[redacted]"));
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://xpod:hunter2@db:5432/xpod"),
+            "postgres://xpod:***@db:5432/xpod"
+        );
+    }
+
+    #[test]
+    fn unknown_variables_warn_with_a_hint() {
+        let c = Config::from_parts(&no_file(), &env(&[("CSS_PROT", "1")])).unwrap();
+        assert_eq!(
+            c.warnings(),
+            vec!["unknown environment variable CSS_PROT is ignored (did you mean CSS_PORT?)"]
+        );
+    }
+}

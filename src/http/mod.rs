@@ -1,0 +1,81 @@
+//! The HTTP front: one router, the served-by header on every response, and
+//! the server loop with graceful shutdown.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::app::{App, StartupError};
+
+/// Every response names the node that executed it.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-xpod-served-by");
+
+/// The path of the public health check.
+pub const HEALTH_PATH: &str = "/.cluster/health";
+
+pub fn router(app: Arc<App>) -> Router {
+    let served_by = HeaderValue::from_str(&app.node.id).expect("node ids are header-safe");
+    Router::new()
+        .route(HEALTH_PATH, get(health))
+        .fallback(not_found)
+        .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
+        .with_state(app)
+}
+
+/// Public and minimal: says whether this node can serve, nothing more.
+async fn health(State(app): State<Arc<App>>) -> Response {
+    match app.db.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "5")],
+                axum::Json(serde_json::json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not found\n").into_response()
+}
+
+/// Binds the listener and serves until SIGTERM or SIGINT, then lets in-flight
+/// requests finish.
+pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
+    let addr = std::net::SocketAddr::new(app.config.host, app.config.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        StartupError(format!(
+            "cannot listen on {addr}: {e}; set CSS_PORT (or CSS_HOST) to a free address"
+        ))
+    })?;
+    tracing::info!(address = %addr, base_url = %app.config.base_url, "listening");
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| StartupError(format!("server failed: {e}")))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down; finishing in-flight requests");
+}

@@ -1,0 +1,27 @@
+//! xpod: a Solid pod server shipped as an appliance.
+//!
+//! The module map, from the top of the dependency graph down:
+//!
+//! - [`cli`]: the command line; parses flags, loads [`config`], runs a command.
+//! - [`http`]: the axum router, the served-by header, the server loop.
+//! - [`app`]: the composition root; [`app::App`] owns everything below.
+//! - [`auth`]: credentials (the administrator token).
+//! - [`cluster`]: what nodes share (the cluster secret).
+//! - [`node`]: this node's identity, key pair and internal address.
+//! - [`db`]: the metadata store trait and its SQLite and PostgreSQL backends.
+//! - [`blob`]: content-addressed byte storage (its identity, for now).
+//! - [`config`]: the typed configuration and its layers.
+//! - [`fsutil`]: durable small-file writes.
+//!
+//! Lower modules never import higher ones.
+
+pub mod app;
+pub mod auth;
+pub mod blob;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod db;
+pub mod fsutil;
+pub mod http;
+pub mod node;
