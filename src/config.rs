@@ -142,6 +142,12 @@ const SETTINGS: &[Setting] = &[
     setting("log_level", "CSS_LOG_LEVEL", Some("--log-level")),
 ];
 
+/// Every environment variable xpod reads, with its TOML key and whether it
+/// is a secret (secrets also accept `<NAME>_FILE`).
+pub fn known_variables() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    SETTINGS.iter().map(|s| (s.env, s.key, s.secret))
+}
+
 /// Values given on the command line, by setting key (e.g. `("port", "3001")`).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -306,7 +312,14 @@ impl Config {
         })?;
         let port: u16 = p.value("port", "3000", parse_port)?;
         let base_url = match p.get("base_url") {
-            Some(_) => p.value("base_url", "", parse_base_url)?,
+            Some(_) => {
+                let url = p.value("base_url", "", parse_base_url)?;
+                // Show the normalised URL (with its trailing slash), as it is used.
+                if let Some(line) = p.report.last_mut() {
+                    line.shown = Some(url.to_string());
+                }
+                url
+            }
             None => {
                 let url = Url::parse(&format!("http://localhost:{port}/")).expect("valid url");
                 p.derived("base_url", url.to_string(), "port");
@@ -961,5 +974,27 @@ mod tests {
             c.warnings(),
             vec!["unknown environment variable CSS_PROT is ignored (did you mean CSS_PORT?)"]
         );
+    }
+}
+
+#[cfg(test)]
+mod docs_tests {
+    /// docs/configuration.md lists every variable, and nothing that does not exist.
+    #[test]
+    fn the_configuration_reference_matches_the_code() {
+        let doc = include_str!("../docs/configuration.md");
+        for (env, key, _) in super::known_variables() {
+            let row = format!("| `{env}` | `{key}` |");
+            assert!(doc.contains(&row), "docs/configuration.md lacks the row {row}");
+        }
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let var = line.split('`').nth(1).unwrap();
+            if var.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                assert!(
+                    super::known_variables().any(|(env, _, _)| env == var),
+                    "docs/configuration.md documents unknown variable {var}"
+                );
+            }
+        }
     }
 }

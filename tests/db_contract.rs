@@ -1,0 +1,212 @@
+//! One contract suite for the metadata store, run against SQLite and against a
+//! real PostgreSQL started by the test support. Both must behave the same.
+
+mod support;
+
+use std::sync::Arc;
+
+use xpod::config::{DatabaseConfig, Secret};
+use xpod::db::{self, Db, DbError, MigrationStatus, NodeRecord, PodRecord, schema};
+
+fn node(id: &str, ip: &str) -> NodeRecord {
+    NodeRecord {
+        node_id: id.into(),
+        kind: "centre".into(),
+        internal_ip: ip.into(),
+        internal_port: 3000,
+        public_address: None,
+        storage_id: Some("s-1".into()),
+        version: "0.1.0".into(),
+        public_key: Some("pk".into()),
+        started_at: 1,
+        last_heartbeat: 2,
+    }
+}
+
+fn pod(name: &str, owner_node: &str) -> PodRecord {
+    PodRecord {
+        pod_id: name.into(),
+        base_url: format!("http://localhost:3000/{name}/"),
+        node_id: owner_node.into(),
+        storage_id: "s-1".into(),
+        owner: None,
+        created_at: db::now_ms(),
+    }
+}
+
+async fn contract(db: Db) {
+    db.ping().await.unwrap();
+
+    // The schema is applied once, every version recorded once.
+    let applied = db.applied_migrations().await.unwrap();
+    let versions: Vec<i64> = applied.iter().map(|m| m.version).collect();
+    assert_eq!(versions, (1..=schema::LATEST).collect::<Vec<_>>());
+
+    // Settings: first writer wins, also under concurrency.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.setting_init("race", &format!("v{i}")).await.unwrap()
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        winners.push(t.await.unwrap());
+    }
+    winners.dedup();
+    assert_eq!(winners.len(), 1, "every caller sees the one stored value");
+    assert_eq!(
+        db.setting_get("race").await.unwrap(),
+        Some(winners[0].clone())
+    );
+    assert_eq!(db.setting_get("absent").await.unwrap(), None);
+
+    // Nodes: insert, update in place, list in id order.
+    db.node_upsert(&node("b", "10.0.0.2")).await.unwrap();
+    db.node_upsert(&node("a", "10.0.0.1")).await.unwrap();
+    let mut moved = node("a", "10.0.0.9");
+    moved.internal_port = 4000;
+    moved.last_heartbeat = 99;
+    db.node_upsert(&moved).await.unwrap();
+    assert_eq!(db.node_get("a").await.unwrap(), Some(moved.clone()));
+    assert_eq!(db.node_get("zz").await.unwrap(), None);
+    let ids: Vec<String> = db
+        .node_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.node_id)
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+
+    // Admin tokens: idempotent add, lookup by hash only.
+    db.admin_token_add("hash-1", "a").await.unwrap();
+    db.admin_token_add("hash-1", "b").await.unwrap();
+    assert!(db.admin_token_exists("hash-1").await.unwrap());
+    assert!(!db.admin_token_exists("hash-2").await.unwrap());
+
+    // Pods: unique name and base URL, listed in name order.
+    db.pod_create(&pod("bob", "b")).await.unwrap();
+    db.pod_create(&pod("alice", "a")).await.unwrap();
+    assert!(matches!(
+        db.pod_create(&pod("alice", "b")).await,
+        Err(DbError::Conflict(_))
+    ));
+    let mut same_url = pod("carol", "a");
+    same_url.base_url = "http://localhost:3000/alice/".into();
+    assert!(matches!(
+        db.pod_create(&same_url).await,
+        Err(DbError::Conflict(_))
+    ));
+    let alice = db.pod_get("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (alice.node_id.as_str(), alice.base_url.as_str()),
+        ("a", "http://localhost:3000/alice/")
+    );
+    assert_eq!(db.pod_get("nobody").await.unwrap(), None);
+    let names: Vec<String> = db
+        .pod_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.pod_id)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    // Migrations: at most one active per pod; a finished one frees the pod.
+    assert!(matches!(
+        db.migration_start("nobody", "a", "b").await,
+        Err(DbError::NotFound)
+    ));
+    let m = db.migration_start("alice", "a", "b").await.unwrap();
+    assert_eq!(
+        (m.status, m.progress, m.finished_at),
+        (MigrationStatus::Pending, 0, None)
+    );
+    match db.migration_start("alice", "a", "b").await {
+        Err(DbError::Conflict(why)) => assert!(why.contains("already running"), "{why}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Another pod migrates independently.
+    db.migration_start("bob", "b", "a").await.unwrap();
+    assert_eq!(
+        db.migration_active("alice").await.unwrap().map(|m| m.id),
+        Some(m.id)
+    );
+    let copying = db
+        .migration_set_status(m.id, MigrationStatus::Copying, None)
+        .await
+        .unwrap();
+    assert_eq!(copying.status, MigrationStatus::Copying);
+    let failed = db
+        .migration_set_status(m.id, MigrationStatus::Failed, Some("target unreachable"))
+        .await
+        .unwrap();
+    assert_eq!(failed.error.as_deref(), Some("target unreachable"));
+    assert!(failed.finished_at.is_some());
+    assert_eq!(db.migration_active("alice").await.unwrap(), None);
+    let again = db.migration_start("alice", "a", "b").await.unwrap();
+    assert!(again.id > m.id);
+    assert!(matches!(
+        db.migration_set_status(i64::MAX, MigrationStatus::Done, None)
+            .await,
+        Err(DbError::NotFound)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contract_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db::open(&DatabaseConfig::Sqlite(dir.path().join("xpod.sqlite")))
+        .await
+        .unwrap();
+    contract(db).await;
+    // Reopening applies nothing twice.
+    let db = db::open(&DatabaseConfig::Sqlite(dir.path().join("xpod.sqlite")))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.applied_migrations().await.unwrap().len() as i64,
+        schema::LATEST
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contract_postgres() {
+    let pg = support::Postgres::start();
+    let url = pg.create_database("contract");
+    let config = DatabaseConfig::Postgres(Secret::new(url.clone()));
+    // Open several stores at once against the empty database: the advisory
+    // lock lets exactly one of them apply each schema version.
+    let mut opens = Vec::new();
+    for _ in 0..4 {
+        let config = config.clone();
+        opens.push(tokio::spawn(
+            async move { db::open(&config).await.unwrap() },
+        ));
+    }
+    let mut stores: Vec<Db> = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap());
+    }
+    let per_version = pg.psql(
+        "contract",
+        "SELECT count(*) FROM schema_migrations GROUP BY version HAVING count(*) <> 1",
+    );
+    assert_eq!(per_version, "", "a schema version was recorded twice");
+    contract(Arc::clone(&stores[0])).await;
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_a_clear_error() {
+    let port = support::free_port("127.0.0.1");
+    let url = format!("postgres://xpod:hunter2@127.0.0.1:{port}/xpod");
+    let err = match db::open(&DatabaseConfig::Postgres(Secret::new(url))).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("nothing listens there"),
+    };
+    assert!(err.contains("cannot connect to the database"), "{err}");
+    assert!(err.contains("CSS_DATABASE_URL"), "{err}");
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
+}
