@@ -985,7 +985,10 @@ mod docs_tests {
         let doc = include_str!("../docs/configuration.md");
         for (env, key, _) in super::known_variables() {
             let row = format!("| `{env}` | `{key}` |");
-            assert!(doc.contains(&row), "docs/configuration.md lacks the row {row}");
+            assert!(
+                doc.contains(&row),
+                "docs/configuration.md lacks the row {row}"
+            );
         }
         for line in doc.lines().filter(|l| l.starts_with("| `")) {
             let var = line.split('`').nth(1).unwrap();

@@ -6,7 +6,9 @@ mod support;
 use std::sync::Arc;
 
 use xpod::config::{DatabaseConfig, Secret};
-use xpod::db::{self, Db, DbError, MigrationStatus, NodeRecord, PodRecord, schema};
+use xpod::db::{
+    self, Condition, Db, DbError, MigrationStatus, NodeRecord, PodRecord, PutRequest, schema,
+};
 
 fn node(id: &str, ip: &str) -> NodeRecord {
     NodeRecord {
@@ -153,6 +155,210 @@ async fn contract(db: Db) {
             .await,
         Err(DbError::NotFound)
     ));
+
+    resources(&db).await;
+}
+
+fn put(path: &str, hash: Option<&str>) -> PutRequest {
+    PutRequest {
+        pod_id: "carl".into(),
+        path: path.into(),
+        content_type: "text/plain".into(),
+        blob: hash.map(|h| (h.to_string(), 5)),
+        storage_id: "s-1".into(),
+        writer_node: "a".into(),
+        condition: Condition::default(),
+        create_only: false,
+    }
+}
+
+const H1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const H2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+async fn resources(db: &Db) {
+    let root = db.pod_create_with_root(&pod("carl", "a")).await.unwrap();
+    assert_eq!((root.path.as_str(), root.parent.as_deref()), ("/", None));
+    let start = db.events_after(0, 10_000).await.unwrap().last().unwrap().id;
+
+    // A put creates missing containers and bumps the nearest existing one.
+    let out = db
+        .resource_put(&put("/a/b/doc.txt", Some(H1)))
+        .await
+        .unwrap();
+    assert!(out.created);
+    assert_eq!(out.record.parent.as_deref(), Some("/a/b/"));
+    assert!(
+        db.resource_get("carl", "/a/")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_container()
+    );
+    assert!(db.resource_get("carl", "/a/b/").await.unwrap().is_some());
+    let root_after = db.resource_get("carl", "/").await.unwrap().unwrap();
+    assert_ne!(root_after.etag, root.etag, "the root's membership changed");
+    let events: Vec<(String, String)> = db
+        .events_after(start, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.path))
+        .collect();
+    let expected = [
+        ("create", "/a/"),
+        ("create", "/a/b/"),
+        ("create", "/a/b/doc.txt"),
+        ("update", "/"),
+    ];
+    assert_eq!(
+        events,
+        expected
+            .map(|(k, p)| (k.to_string(), p.to_string()))
+            .to_vec(),
+        "one outbox row per change, in order"
+    );
+    assert_eq!(db.blob_get("s-1", H1).await.unwrap().unwrap().refcount, 1);
+
+    // Conditions are checked under the row lock.
+    let etag = out.record.etag.clone();
+    let mut stale = put("/a/b/doc.txt", Some(H2));
+    stale.condition.if_match = Some(vec!["\"nope\"".into()]);
+    assert!(matches!(
+        db.resource_put(&stale).await,
+        Err(DbError::PreconditionFailed)
+    ));
+    let mut none_match = put("/a/b/doc.txt", Some(H2));
+    none_match.condition.if_none_match = Some(vec!["*".into()]);
+    assert!(matches!(
+        db.resource_put(&none_match).await,
+        Err(DbError::PreconditionFailed)
+    ));
+    let mut fresh = put("/a/b/doc.txt", Some(H2));
+    fresh.condition.if_match = Some(vec![etag.clone()]);
+    let replaced = db.resource_put(&fresh).await.unwrap();
+    assert!(!replaced.created);
+    assert!(replaced.record.version > out.record.version);
+    assert_ne!(replaced.record.etag, etag);
+    assert_eq!(replaced.replaced_hash.as_deref(), Some(H1));
+    let old = db.blob_get("s-1", H1).await.unwrap().unwrap();
+    assert_eq!((old.refcount, old.zero_since.is_some()), (0, true));
+    assert_eq!(db.blob_get("s-1", H2).await.unwrap().unwrap().refcount, 1);
+
+    // Shared bytes are counted once per reference.
+    db.resource_put(&put("/copy.txt", Some(H2))).await.unwrap();
+    assert_eq!(db.blob_get("s-1", H2).await.unwrap().unwrap().refcount, 2);
+
+    // Clashes and refusals change nothing.
+    let before = db.events_after(0, 10_000).await.unwrap().len();
+    let mut post = put("/copy.txt", Some(H1));
+    post.create_only = true;
+    assert!(matches!(
+        db.resource_put(&post).await,
+        Err(DbError::Conflict(_))
+    ));
+    assert!(matches!(
+        db.resource_put(&put("/copy.txt/", None)).await,
+        Err(DbError::Conflict(_))
+    ));
+    assert!(matches!(
+        db.resource_put(&put("/copy.txt/x", Some(H1))).await,
+        Err(DbError::Conflict(_))
+    ));
+    assert!(matches!(
+        db.resource_put(&put("/a", Some(H1))).await,
+        Err(DbError::Conflict(_))
+    ));
+    let mut foreign = put("/z.txt", Some(H1));
+    foreign.writer_node = "b".into();
+    assert!(matches!(db.resource_put(&foreign).await, Err(DbError::NotOwner(o)) if o == "a"));
+    let mut no_pod = put("/z.txt", Some(H1));
+    no_pod.pod_id = "nobody".into();
+    assert!(matches!(
+        db.resource_put(&no_pod).await,
+        Err(DbError::NotFound)
+    ));
+    let none = Condition::default();
+    assert!(matches!(
+        db.resource_delete("carl", "/a/", &none, "a").await,
+        Err(DbError::Conflict(_))
+    ));
+    assert!(matches!(
+        db.resource_delete("carl", "/", &none, "a").await,
+        Err(DbError::Conflict(_))
+    ));
+    assert!(matches!(
+        db.resource_delete("carl", "/nope", &none, "a").await,
+        Err(DbError::NotFound)
+    ));
+    assert_eq!(
+        db.events_after(0, 10_000).await.unwrap().len(),
+        before,
+        "refusals write no event"
+    );
+    assert_eq!(db.blob_get("s-1", H1).await.unwrap().unwrap().refcount, 0);
+
+    // Delete releases the blob and bumps the parent; versions keep growing
+    // across deletion and re-creation.
+    let parent_before = db.resource_get("carl", "/a/b/").await.unwrap().unwrap();
+    let gone = db
+        .resource_delete("carl", "/a/b/doc.txt", &none, "a")
+        .await
+        .unwrap();
+    assert_eq!(gone.content_hash.as_deref(), Some(H2));
+    assert_eq!(db.blob_get("s-1", H2).await.unwrap().unwrap().refcount, 1);
+    let parent_after = db.resource_get("carl", "/a/b/").await.unwrap().unwrap();
+    assert_ne!(parent_after.etag, parent_before.etag);
+    let again = db
+        .resource_put(&put("/a/b/doc.txt", Some(H1)))
+        .await
+        .unwrap();
+    assert!(again.created && again.record.version > gone.version);
+    db.resource_delete("carl", "/a/b/doc.txt", &none, "a")
+        .await
+        .unwrap();
+    db.resource_delete("carl", "/a/b/", &none, "a")
+        .await
+        .unwrap();
+
+    // Children page in path order.
+    for i in 0..25 {
+        db.resource_put(&put(&format!("/list/item-{i:02}"), Some(H1)))
+            .await
+            .unwrap();
+    }
+    let first = db
+        .resource_children("carl", "/list/", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 10);
+    assert_eq!(first[0].path, "/list/item-00");
+    let rest = db
+        .resource_children("carl", "/list/", Some(&first[9].path), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 15);
+    assert_eq!(rest[14].path, "/list/item-24");
+    assert_eq!(db.blob_get("s-1", H1).await.unwrap().unwrap().refcount, 25);
+
+    // Concurrent conditional writers: each either wins or gets a precondition
+    // failure, and exactly one wins per round.
+    let base = db.resource_put(&put("/race.txt", Some(H1))).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let db = db.clone();
+        let mut req = put("/race.txt", Some(if i % 2 == 0 { H1 } else { H2 }));
+        req.condition.if_match = Some(vec![base.record.etag.clone()]);
+        tasks.push(tokio::spawn(async move { db.resource_put(&req).await }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(DbError::PreconditionFailed) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one If-Match writer wins");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,4 +1,69 @@
-//! Blob storage: bytes keyed by their SHA-256. This issue brings only the
-//! storage identity of the local-filesystem store; reads and writes follow.
+//! Blob storage: bytes keyed by their SHA-256, immutable once written.
+//!
+//! Writes stream: the body is spooled to a file while it is hashed, made
+//! durable, then published under its hash. Reading streams too, optionally a
+//! byte range. Which blobs are still referenced is the metadata store's
+//! business (the `blobs` table); a store only holds bytes.
 
 pub mod fs;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+/// A stream of body chunks.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("not found")]
+    NotFound,
+    /// The body exceeded the configured limit; nothing was stored.
+    #[error("body larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    /// The client's body stream failed (e.g. the connection dropped).
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+    /// The store itself failed (disk full, S3 unreachable …).
+    #[error("blob storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a finished upload produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Lowercase hex SHA-256 of the bytes.
+    pub hash: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The storage identity; two nodes share storage exactly when these match.
+    fn storage_id(&self) -> &str;
+
+    /// Streams a body into the store. Returns once the bytes are durable.
+    async fn put(&self, body: ByteStream, max_size: u64) -> Result<BlobInfo, BlobError>;
+
+    /// Streams a blob, or the inclusive byte range `start..=end` of it.
+    async fn get(&self, hash: &str, range: Option<(u64, u64)>) -> Result<ByteStream, BlobError>;
+
+    /// Removes a blob (only the garbage collector calls this).
+    async fn delete(&self, hash: &str) -> Result<(), BlobError>;
+
+    async fn exists(&self, hash: &str) -> Result<bool, BlobError>;
+}
+
+pub type Blobs = Arc<dyn BlobStore>;
+
+/// The hash of the empty body.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Checks that a string is a lowercase hex SHA-256 (so it is safe as a file name).
+pub fn is_hash(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

@@ -26,6 +26,12 @@ pub enum DbError {
     /// The schema is newer than this binary can run with.
     #[error("{0}")]
     IncompatibleSchema(String),
+    /// An `If-Match` / `If-None-Match` condition failed.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The writing node does not own the pod (any more).
+    #[error("pod is owned by node {0}")]
+    NotOwner(String),
     #[error("database error: {0}")]
     Other(String),
 }
@@ -187,6 +193,40 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> DbResult<MigrationRecord>;
     /// The pod's active migration, if any.
     async fn migration_active(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>>;
+
+    /// Creates a pod with its root container, in one transaction.
+    async fn pod_create_with_root(&self, pod: &PodRecord) -> DbResult<ResourceRecord>;
+
+    async fn resource_get(&self, pod_id: &str, path: &str) -> DbResult<Option<ResourceRecord>>;
+
+    /// Creates or replaces a resource, creating missing ancestor containers,
+    /// referencing its blob and recording the events, in one transaction.
+    /// `NotFound`: no such pod. `Conflict`: a container/document clash, or
+    /// `create_only` and the path exists. `PreconditionFailed`, `NotOwner`.
+    async fn resource_put(&self, req: &PutRequest) -> DbResult<PutOutcome>;
+
+    /// Deletes a resource (a container only when empty: else `Conflict`).
+    async fn resource_delete(
+        &self,
+        pod_id: &str,
+        path: &str,
+        condition: &Condition,
+        writer_node: &str,
+    ) -> DbResult<ResourceRecord>;
+
+    /// Children of a container in path order, after `after`, at most `limit`.
+    async fn resource_children(
+        &self,
+        pod_id: &str,
+        container: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> DbResult<Vec<ResourceRecord>>;
+
+    /// Outbox rows after `after_id`, oldest first.
+    async fn events_after(&self, after_id: i64, limit: u32) -> DbResult<Vec<EventRecord>>;
+
+    async fn blob_get(&self, storage_id: &str, hash: &str) -> DbResult<Option<BlobRecord>>;
 }
 
 /// A shared handle to the store.
@@ -199,5 +239,140 @@ pub async fn open(config: &DatabaseConfig) -> DbResult<Db> {
         DatabaseConfig::Postgres(url) => {
             Ok(Arc::new(postgres::PostgresStore::open(url.expose()).await?))
         }
+    }
+}
+
+/// A row of `resources`. Containers are the paths ending in `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRecord {
+    pub pod_id: String,
+    /// The path inside the pod, starting with `/`.
+    pub path: String,
+    pub parent: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+    /// SHA-256 of the bytes; `None` for containers.
+    pub content_hash: Option<String>,
+    pub etag: String,
+    /// The outbox position of the last change: grows with every change of
+    /// this resource, across deletion and re-creation.
+    pub version: i64,
+    pub modified_at: i64,
+}
+
+impl ResourceRecord {
+    pub fn is_container(&self) -> bool {
+        self.path.ends_with('/')
+    }
+}
+
+/// `If-Match` / `If-None-Match` as sent; `*` is kept as a list entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Condition {
+    pub if_match: Option<Vec<String>>,
+    pub if_none_match: Option<Vec<String>>,
+}
+
+impl Condition {
+    /// Whether a write may proceed given the current state.
+    pub fn allows(&self, current: Option<&ResourceRecord>) -> bool {
+        let matches = |list: &Vec<String>| {
+            current.is_some_and(|r| {
+                list.iter()
+                    .any(|t| t == "*" || t.trim_start_matches("W/") == r.etag)
+            })
+        };
+        if let Some(list) = &self.if_match
+            && !matches(list)
+        {
+            return false;
+        }
+        if let Some(list) = &self.if_none_match
+            && matches(list)
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// A write of one resource.
+#[derive(Debug, Clone)]
+pub struct PutRequest {
+    pub pod_id: String,
+    pub path: String,
+    pub content_type: String,
+    /// `None` for a container.
+    pub blob: Option<(String, i64)>,
+    pub storage_id: String,
+    /// The node committing the write; it must own the pod (invariant 3).
+    pub writer_node: String,
+    pub condition: Condition,
+    /// POST: fail with `Conflict` instead of replacing.
+    pub create_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub created: bool,
+    pub record: ResourceRecord,
+    /// The blob the write stopped referencing, if any.
+    pub replaced_hash: Option<String>,
+}
+
+/// A row of `events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub id: i64,
+    pub pod_id: String,
+    pub path: String,
+    pub kind: String,
+    pub version: i64,
+    pub etag: Option<String>,
+}
+
+/// A row of `blobs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub size: i64,
+    pub refcount: i64,
+    pub zero_since: Option<i64>,
+}
+
+/// The parent container of a path (`/a/b` → `/a/`, `/a/` → `/`), `None` for `/`.
+pub fn parent_of(path: &str) -> Option<String> {
+    if path == "/" {
+        return None;
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let cut = trimmed.rfind('/').expect("paths start with /");
+    Some(trimmed[..=cut].to_string())
+}
+
+/// The containers from the pod root down to the parent of `path`.
+pub fn ancestors_of(path: &str) -> Vec<String> {
+    let mut list = Vec::new();
+    let mut cur = parent_of(path);
+    while let Some(p) = cur {
+        cur = parent_of(&p);
+        list.push(p);
+    }
+    list.reverse();
+    list
+}
+
+/// The path that would clash with `path`: `/a` for `/a/` and the reverse.
+pub fn twin_of(path: &str) -> String {
+    match path.strip_suffix('/') {
+        Some(doc) => doc.to_string(),
+        None => format!("{path}/"),
+    }
+}
+
+/// The entity tag of a version of a resource.
+pub fn make_etag(version: i64, hash: Option<&str>) -> String {
+    match hash {
+        Some(h) => format!("\"{version:x}-{}\"", &h[..16.min(h.len())]),
+        None => format!("\"{version:x}-c\""),
     }
 }

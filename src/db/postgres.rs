@@ -20,6 +20,39 @@ pub struct PostgresStore {
     pool: Pool,
 }
 
+/// Races that a retry of the whole transaction resolves: two creates of
+/// one path (unique violation), a deadlock, a serialisation failure.
+fn is_race(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        c == &SqlState::UNIQUE_VIOLATION
+            || c == &SqlState::T_R_DEADLOCK_DETECTED
+            || c == &SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+/// A transaction's failure: retry it, or give up with this error.
+enum TxError {
+    Race,
+    Fail(DbError),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if is_race(&e) {
+            TxError::Race
+        } else {
+            TxError::Fail(err(e))
+        }
+    }
+}
+
+impl From<DbError> for TxError {
+    fn from(e: DbError) -> Self {
+        TxError::Fail(e)
+    }
+}
+
 fn err(e: tokio_postgres::Error) -> DbError {
     if let Some(db) = e.as_db_error() {
         if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
@@ -436,5 +469,494 @@ impl MetadataStore for PostgresStore {
             .await
             .map_err(err)?;
         row.as_ref().map(migration_row).transpose()
+    }
+
+    async fn pod_create_with_root(&self, pod: &PodRecord) -> DbResult<ResourceRecord> {
+        let p = pod.clone();
+        self.retrying(move |tx| {
+            let p = p.clone();
+            Box::pin(async move {
+                tx.execute(
+                    &format!("INSERT INTO pods ({POD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+                    &[
+                        &p.pod_id,
+                        &p.base_url,
+                        &p.node_id,
+                        &p.storage_id,
+                        &p.owner,
+                        &p.created_at,
+                    ],
+                )
+                .await
+                .map_err(|e| TxError::Fail(err(e)))?;
+                insert_container(tx, &p.pod_id, "/", now_ms()).await
+            })
+        })
+        .await
+    }
+
+    async fn resource_get(&self, pod_id: &str, path: &str) -> DbResult<Option<ResourceRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {RESOURCE_COLUMNS} FROM resources WHERE pod_id = $1 AND path = $2"
+                ),
+                &[&pod_id, &path],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(resource_row))
+    }
+
+    async fn resource_put(&self, req: &PutRequest) -> DbResult<PutOutcome> {
+        let req = req.clone();
+        self.retrying(move |tx| {
+            let req = req.clone();
+            Box::pin(async move { put_in(tx, &req).await })
+        })
+        .await
+    }
+
+    async fn resource_delete(
+        &self,
+        pod_id: &str,
+        path: &str,
+        condition: &Condition,
+        writer_node: &str,
+    ) -> DbResult<ResourceRecord> {
+        let args = (
+            pod_id.to_string(),
+            path.to_string(),
+            condition.clone(),
+            writer_node.to_string(),
+        );
+        self.retrying(move |tx| {
+            let (pod, path, cond, writer) = args.clone();
+            Box::pin(async move { delete_in(tx, &pod, &path, &cond, &writer).await })
+        })
+        .await
+    }
+
+    async fn resource_children(
+        &self,
+        pod_id: &str,
+        container: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> DbResult<Vec<ResourceRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {RESOURCE_COLUMNS} FROM resources WHERE pod_id = $1 AND parent = $2 AND path > $3
+                     ORDER BY path LIMIT $4"
+                ),
+                &[&pod_id, &container, &after.unwrap_or(""), &(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(resource_row).collect())
+    }
+
+    async fn events_after(&self, after_id: i64, limit: u32) -> DbResult<Vec<EventRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, pod_id, path, kind, version, etag FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after_id, &(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRecord {
+                id: r.get(0),
+                pod_id: r.get(1),
+                path: r.get(2),
+                kind: r.get(3),
+                version: r.get(4),
+                etag: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn blob_get(&self, storage_id: &str, hash: &str) -> DbResult<Option<BlobRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT size, refcount, zero_since FROM blobs WHERE storage_id = $1 AND hash = $2",
+                &[&storage_id, &hash],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.map(|r| BlobRecord {
+            size: r.get(0),
+            refcount: r.get(1),
+            zero_since: r.get(2),
+        }))
+    }
+}
+
+const RESOURCE_COLUMNS: &str =
+    "pod_id, path, parent, content_type, size, content_hash, etag, version, modified_at";
+
+fn resource_row(r: &Row) -> ResourceRecord {
+    ResourceRecord {
+        pod_id: r.get(0),
+        path: r.get(1),
+        parent: r.get(2),
+        content_type: r.get(3),
+        size: r.get(4),
+        content_hash: r.get(5),
+        etag: r.get(6),
+        version: r.get(7),
+        modified_at: r.get(8),
+    }
+}
+
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// Reads a resource; `lock` is "", "FOR SHARE" or "FOR UPDATE".
+async fn get_resource(
+    tx: &Tx<'_>,
+    pod: &str,
+    path: &str,
+    lock: &str,
+) -> Result<Option<ResourceRecord>, TxError> {
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resources WHERE pod_id = $1 AND path = $2 {lock}"
+            ),
+            &[&pod, &path],
+        )
+        .await?;
+    Ok(row.as_ref().map(resource_row))
+}
+
+/// Appends an outbox row; its id is the new version of the resource.
+async fn record_event(
+    tx: &Tx<'_>,
+    pod: &str,
+    path: &str,
+    kind: &str,
+    hash: Option<&str>,
+    now: i64,
+) -> Result<i64, TxError> {
+    let id: i64 = tx
+        .query_one(
+            "SELECT nextval(pg_get_serial_sequence('events', 'id'))",
+            &[],
+        )
+        .await?
+        .get(0);
+    let etag = (kind != "delete").then(|| make_etag(id, hash));
+    tx.execute(
+        "INSERT INTO events (id, pod_id, path, kind, version, etag, created_at) VALUES ($1, $2, $3, $4, $1, $5, $6)",
+        &[&id, &pod, &path, &kind, &etag, &now],
+    )
+    .await?;
+    Ok(id)
+}
+
+async fn insert_resource(tx: &Tx<'_>, r: &ResourceRecord, upsert: bool) -> Result<(), TxError> {
+    let on_conflict = if upsert {
+        "ON CONFLICT (pod_id, path) DO UPDATE SET content_type = excluded.content_type,
+           size = excluded.size, content_hash = excluded.content_hash, etag = excluded.etag,
+           version = excluded.version, modified_at = excluded.modified_at"
+    } else {
+        ""
+    };
+    tx.execute(
+        &format!(
+            "INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) {on_conflict}"
+        ),
+        &[
+            &r.pod_id,
+            &r.path,
+            &r.parent,
+            &r.content_type,
+            &r.size,
+            &r.content_hash,
+            &r.etag,
+            &r.version,
+            &r.modified_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_container(
+    tx: &Tx<'_>,
+    pod: &str,
+    path: &str,
+    now: i64,
+) -> Result<ResourceRecord, TxError> {
+    let version = record_event(tx, pod, path, "create", None, now).await?;
+    let record = ResourceRecord {
+        pod_id: pod.to_string(),
+        path: path.to_string(),
+        parent: parent_of(path),
+        content_type: "text/turtle".into(),
+        size: 0,
+        content_hash: None,
+        etag: make_etag(version, None),
+        version,
+        modified_at: now,
+    };
+    insert_resource(tx, &record, false).await?;
+    Ok(record)
+}
+
+async fn touch_container(tx: &Tx<'_>, pod: &str, path: &str, now: i64) -> Result<(), TxError> {
+    let version = record_event(tx, pod, path, "update", None, now).await?;
+    tx.execute(
+        "UPDATE resources SET version = $3, etag = $4, modified_at = $5 WHERE pod_id = $1 AND path = $2",
+        &[&pod, &path, &version, &make_etag(version, None), &now],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn blob_ref(
+    tx: &Tx<'_>,
+    storage: &str,
+    hash: &str,
+    size: i64,
+    delta: i64,
+    now: i64,
+) -> Result<(), TxError> {
+    if delta > 0 {
+        tx.execute(
+            "INSERT INTO blobs (storage_id, hash, size, refcount, zero_since) VALUES ($1, $2, $3, $4, NULL)
+             ON CONFLICT (storage_id, hash) DO UPDATE SET refcount = blobs.refcount + $4, zero_since = NULL",
+            &[&storage, &hash, &size, &delta],
+        )
+        .await?;
+    } else {
+        tx.execute(
+            "UPDATE blobs SET refcount = refcount + $3,
+               zero_since = CASE WHEN refcount + $3 = 0 THEN $4::BIGINT ELSE NULL END
+             WHERE storage_id = $1 AND hash = $2",
+            &[&storage, &hash, &delta, &now],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Locks the pod row against ownership changes (invariant 3) and checks the owner.
+async fn check_owner(tx: &Tx<'_>, pod: &str, writer: &str) -> Result<String, TxError> {
+    let row = tx
+        .query_opt(
+            "SELECT node_id, storage_id FROM pods WHERE pod_id = $1 FOR SHARE",
+            &[&pod],
+        )
+        .await?;
+    match row {
+        None => Err(DbError::NotFound.into()),
+        Some(r) => {
+            let owner: String = r.get(0);
+            if owner != writer {
+                return Err(DbError::NotOwner(owner).into());
+            }
+            Ok(r.get(1))
+        }
+    }
+}
+
+/// One attempt at a put. Locks are taken top-down (pod, ancestors, target),
+/// each row in one mode, so concurrent writers cannot deadlock.
+async fn put_in(tx: &Tx<'_>, req: &PutRequest) -> Result<PutOutcome, TxError> {
+    let storage = check_owner(tx, &req.pod_id, &req.writer_node).await?;
+    let ancestors = ancestors_of(&req.path);
+    // Which ancestors exist (unlocked look; a race shows up as a unique violation and a retry).
+    let mut existing_ancestors = Vec::new();
+    for a in &ancestors {
+        existing_ancestors.push(get_resource(tx, &req.pod_id, a, "").await?.is_some());
+    }
+    let target_exists = get_resource(tx, &req.pod_id, &req.path, "")
+        .await?
+        .is_some();
+    // The container whose membership changes: the nearest existing ancestor
+    // when something is created; it is locked FOR UPDATE, the others FOR SHARE.
+    let touched = if target_exists {
+        None
+    } else {
+        ancestors
+            .iter()
+            .zip(&existing_ancestors)
+            .rev()
+            .find(|(_, exists)| **exists)
+            .map(|(a, _)| a.clone())
+    };
+    for (a, exists) in ancestors.iter().zip(&existing_ancestors) {
+        if *exists {
+            let lock = if touched.as_deref() == Some(a.as_str()) {
+                "FOR UPDATE"
+            } else {
+                "FOR SHARE"
+            };
+            if get_resource(tx, &req.pod_id, a, lock).await?.is_none() {
+                return Err(TxError::Race);
+            }
+        }
+    }
+    let existing = get_resource(tx, &req.pod_id, &req.path, "FOR UPDATE").await?;
+    if existing.is_some() != target_exists {
+        return Err(TxError::Race);
+    }
+    if !req.condition.allows(existing.as_ref()) {
+        return Err(DbError::PreconditionFailed.into());
+    }
+    if existing.is_some() && (req.create_only || req.path.ends_with('/')) {
+        return Err(DbError::Conflict(format!("{} already exists", req.path)).into());
+    }
+    if get_resource(tx, &req.pod_id, &twin_of(&req.path), "")
+        .await?
+        .is_some()
+    {
+        return Err(DbError::Conflict(format!(
+            "{} clashes with the existing {}",
+            req.path,
+            twin_of(&req.path)
+        ))
+        .into());
+    }
+    let now = now_ms();
+    for (a, exists) in ancestors.iter().zip(&existing_ancestors) {
+        if *exists {
+            continue;
+        }
+        if get_resource(tx, &req.pod_id, &twin_of(a), "")
+            .await?
+            .is_some()
+        {
+            return Err(DbError::Conflict(format!(
+                "cannot create container {a}: a document {} exists",
+                twin_of(a)
+            ))
+            .into());
+        }
+        insert_container(tx, &req.pod_id, a, now).await?;
+    }
+    let record = match &req.blob {
+        None => insert_container(tx, &req.pod_id, &req.path, now).await?,
+        Some((hash, size)) => {
+            let kind = if existing.is_some() {
+                "update"
+            } else {
+                "create"
+            };
+            let version = record_event(tx, &req.pod_id, &req.path, kind, Some(hash), now).await?;
+            let record = ResourceRecord {
+                pod_id: req.pod_id.clone(),
+                path: req.path.clone(),
+                parent: parent_of(&req.path),
+                content_type: req.content_type.clone(),
+                size: *size,
+                content_hash: Some(hash.clone()),
+                etag: make_etag(version, Some(hash)),
+                version,
+                modified_at: now,
+            };
+            insert_resource(tx, &record, true).await?;
+            blob_ref(tx, &storage, hash, *size, 1, now).await?;
+            record
+        }
+    };
+    let replaced_hash = existing.as_ref().and_then(|e| e.content_hash.clone());
+    if let (Some(old), Some(e)) = (&replaced_hash, &existing) {
+        blob_ref(tx, &storage, old, e.size, -1, now).await?;
+    }
+    if let Some(parent) = touched {
+        touch_container(tx, &req.pod_id, &parent, now).await?;
+    }
+    Ok(PutOutcome {
+        created: existing.is_none(),
+        record,
+        replaced_hash,
+    })
+}
+
+async fn delete_in(
+    tx: &Tx<'_>,
+    pod: &str,
+    path: &str,
+    condition: &Condition,
+    writer: &str,
+) -> Result<ResourceRecord, TxError> {
+    let storage = check_owner(tx, pod, writer).await?;
+    if path == "/" {
+        return Err(DbError::Conflict("the pod root cannot be deleted".into()).into());
+    }
+    let parent = parent_of(path).expect("not the root");
+    // Top-down: the parent first, then the target.
+    get_resource(tx, pod, &parent, "FOR UPDATE").await?;
+    let existing = get_resource(tx, pod, path, "FOR UPDATE")
+        .await?
+        .ok_or(DbError::NotFound)?;
+    if !condition.allows(Some(&existing)) {
+        return Err(DbError::PreconditionFailed.into());
+    }
+    if existing.is_container() {
+        let child = tx
+            .query_opt(
+                "SELECT 1 FROM resources WHERE pod_id = $1 AND parent = $2 LIMIT 1",
+                &[&pod, &path],
+            )
+            .await?;
+        if child.is_some() {
+            return Err(DbError::Conflict(format!("container {path} is not empty")).into());
+        }
+    }
+    let now = now_ms();
+    record_event(tx, pod, path, "delete", None, now).await?;
+    tx.execute(
+        "DELETE FROM resources WHERE pod_id = $1 AND path = $2",
+        &[&pod, &path],
+    )
+    .await?;
+    if let Some(hash) = &existing.content_hash {
+        blob_ref(tx, &storage, hash, existing.size, -1, now).await?;
+    }
+    touch_container(tx, pod, &parent, now).await?;
+    Ok(existing)
+}
+
+impl PostgresStore {
+    /// Runs a transaction, retrying it when it lost a race.
+    async fn retrying<T, F>(&self, mut attempt: F) -> DbResult<T>
+    where
+        F: for<'a> FnMut(&'a Tx<'a>) -> futures::future::BoxFuture<'a, Result<T, TxError>>,
+    {
+        let mut client = self.client().await?;
+        for round in 0.. {
+            let tx = client.transaction().await.map_err(err)?;
+            match attempt(&tx).await {
+                Ok(value) => match tx.commit().await {
+                    Ok(()) => return Ok(value),
+                    Err(e) if is_race(&e) && round < 8 => continue,
+                    Err(e) => return Err(err(e)),
+                },
+                Err(TxError::Race) if round < 8 => {
+                    drop(tx);
+                    tokio::time::sleep(Duration::from_millis(2 << round.min(6))).await;
+                }
+                Err(TxError::Race) => {
+                    return Err(DbError::Other(
+                        "gave up after repeated write conflicts".into(),
+                    ));
+                }
+                Err(TxError::Fail(e)) => return Err(e),
+            }
+        }
+        unreachable!()
     }
 }

@@ -507,4 +507,417 @@ impl MetadataStore for SqliteStore {
         })
         .await
     }
+
+    async fn pod_create_with_root(&self, pod: &PodRecord) -> DbResult<ResourceRecord> {
+        let p = pod.clone();
+        self.write_tx(move |c| {
+            c.execute(
+                &format!("INSERT INTO pods ({POD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    p.pod_id,
+                    p.base_url,
+                    p.node_id,
+                    p.storage_id,
+                    p.owner,
+                    p.created_at
+                ],
+            )
+            .map_err(err)?;
+            insert_container(c, &p.pod_id, "/", now_ms())
+        })
+        .await
+    }
+
+    async fn resource_get(&self, pod_id: &str, path: &str) -> DbResult<Option<ResourceRecord>> {
+        let (pod, path) = (pod_id.to_string(), path.to_string());
+        self.read(move |c| get_resource(c, &pod, &path)).await
+    }
+
+    async fn resource_put(&self, req: &PutRequest) -> DbResult<PutOutcome> {
+        let req = req.clone();
+        self.write_tx(move |c| put_in(c, &req)).await
+    }
+
+    async fn resource_delete(
+        &self,
+        pod_id: &str,
+        path: &str,
+        condition: &Condition,
+        writer_node: &str,
+    ) -> DbResult<ResourceRecord> {
+        let (pod, path, cond, writer) = (
+            pod_id.to_string(),
+            path.to_string(),
+            condition.clone(),
+            writer_node.to_string(),
+        );
+        self.write_tx(move |c| delete_in(c, &pod, &path, &cond, &writer))
+            .await
+    }
+
+    async fn resource_children(
+        &self,
+        pod_id: &str,
+        container: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> DbResult<Vec<ResourceRecord>> {
+        let (pod, container, after) = (
+            pod_id.to_string(),
+            container.to_string(),
+            after.unwrap_or("").to_string(),
+        );
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {RESOURCE_COLUMNS} FROM resources WHERE pod_id = ?1 AND parent = ?2 AND path > ?3
+                     ORDER BY path LIMIT ?4"
+                ))
+                .map_err(err)?;
+            stmt.query_map(params![pod, container, after, limit], resource_row)
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn events_after(&self, after_id: i64, limit: u32) -> DbResult<Vec<EventRecord>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, pod_id, path, kind, version, etag FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(err)?;
+            stmt.query_map(params![after_id, limit], |r| {
+                Ok(EventRecord {
+                    id: r.get(0)?,
+                    pod_id: r.get(1)?,
+                    path: r.get(2)?,
+                    kind: r.get(3)?,
+                    version: r.get(4)?,
+                    etag: r.get(5)?,
+                })
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn blob_get(&self, storage_id: &str, hash: &str) -> DbResult<Option<BlobRecord>> {
+        let (storage, hash) = (storage_id.to_string(), hash.to_string());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT size, refcount, zero_since FROM blobs WHERE storage_id = ?1 AND hash = ?2",
+                [&storage, &hash],
+                |r| {
+                    Ok(BlobRecord {
+                        size: r.get(0)?,
+                        refcount: r.get(1)?,
+                        zero_since: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(err)
+        })
+        .await
+    }
+}
+
+const RESOURCE_COLUMNS: &str =
+    "pod_id, path, parent, content_type, size, content_hash, etag, version, modified_at";
+
+fn resource_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRecord> {
+    Ok(ResourceRecord {
+        pod_id: r.get(0)?,
+        path: r.get(1)?,
+        parent: r.get(2)?,
+        content_type: r.get(3)?,
+        size: r.get(4)?,
+        content_hash: r.get(5)?,
+        etag: r.get(6)?,
+        version: r.get(7)?,
+        modified_at: r.get(8)?,
+    })
+}
+
+fn get_resource(c: &Connection, pod: &str, path: &str) -> DbResult<Option<ResourceRecord>> {
+    c.query_row(
+        &format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE pod_id = ?1 AND path = ?2"),
+        [pod, path],
+        resource_row,
+    )
+    .optional()
+    .map_err(err)
+}
+
+/// Appends an outbox row; its id is the new version of the resource.
+fn record_event(c: &Connection, pod: &str, path: &str, kind: &str, now: i64) -> DbResult<i64> {
+    c.execute(
+        "INSERT INTO events (pod_id, path, kind, version, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
+        params![pod, path, kind, now],
+    )
+    .map_err(err)?;
+    let id = c.last_insert_rowid();
+    let etag = (kind != "delete").then(|| make_etag(id, None));
+    c.execute(
+        "UPDATE events SET version = ?1, etag = ?2 WHERE id = ?1",
+        params![id, etag],
+    )
+    .map_err(err)?;
+    Ok(id)
+}
+
+fn set_event_etag(c: &Connection, id: i64, etag: &str) -> DbResult<()> {
+    c.execute(
+        "UPDATE events SET etag = ?2 WHERE id = ?1",
+        params![id, etag],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Inserts a container row (used for pod roots and missing ancestors).
+fn insert_container(c: &Connection, pod: &str, path: &str, now: i64) -> DbResult<ResourceRecord> {
+    let version = record_event(c, pod, path, "create", now)?;
+    let record = ResourceRecord {
+        pod_id: pod.to_string(),
+        path: path.to_string(),
+        parent: parent_of(path),
+        content_type: "text/turtle".into(),
+        size: 0,
+        content_hash: None,
+        etag: make_etag(version, None),
+        version,
+        modified_at: now,
+    };
+    c.execute(
+        &format!(
+            "INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ),
+        params![
+            record.pod_id,
+            record.path,
+            record.parent,
+            record.content_type,
+            record.size,
+            record.content_hash,
+            record.etag,
+            record.version,
+            record.modified_at
+        ],
+    )
+    .map_err(err)?;
+    Ok(record)
+}
+
+/// A container's membership changed: new version, new ETag, an event.
+fn touch_container(c: &Connection, pod: &str, path: &str, now: i64) -> DbResult<()> {
+    let version = record_event(c, pod, path, "update", now)?;
+    c.execute(
+        "UPDATE resources SET version = ?3, etag = ?4, modified_at = ?5 WHERE pod_id = ?1 AND path = ?2",
+        params![pod, path, version, make_etag(version, None), now],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+fn blob_ref(
+    c: &Connection,
+    storage: &str,
+    hash: &str,
+    size: i64,
+    delta: i64,
+    now: i64,
+) -> DbResult<()> {
+    if delta > 0 {
+        c.execute(
+            "INSERT INTO blobs (storage_id, hash, size, refcount, zero_since) VALUES (?1, ?2, ?3, ?4, NULL)
+             ON CONFLICT (storage_id, hash) DO UPDATE SET refcount = refcount + ?4, zero_since = NULL",
+            params![storage, hash, size, delta],
+        )
+        .map_err(err)?;
+    } else {
+        c.execute(
+            "UPDATE blobs SET refcount = refcount + ?3,
+               zero_since = CASE WHEN refcount + ?3 = 0 THEN ?4 ELSE NULL END
+             WHERE storage_id = ?1 AND hash = ?2",
+            params![storage, hash, delta, now],
+        )
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn check_owner(c: &Connection, pod: &str, writer: &str) -> DbResult<String> {
+    let row: Option<(String, String)> = c
+        .query_row(
+            "SELECT node_id, storage_id FROM pods WHERE pod_id = ?1",
+            [pod],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(err)?;
+    match row {
+        None => Err(DbError::NotFound),
+        Some((owner, _)) if owner != writer => Err(DbError::NotOwner(owner)),
+        Some((_, storage)) => Ok(storage),
+    }
+}
+
+fn put_in(c: &Connection, req: &PutRequest) -> DbResult<PutOutcome> {
+    let storage = check_owner(c, &req.pod_id, &req.writer_node)?;
+    let existing = get_resource(c, &req.pod_id, &req.path)?;
+    if !req.condition.allows(existing.as_ref()) {
+        return Err(DbError::PreconditionFailed);
+    }
+    if existing.is_some() && (req.create_only || req.path.ends_with('/')) {
+        return Err(DbError::Conflict(format!("{} already exists", req.path)));
+    }
+    if get_resource(c, &req.pod_id, &twin_of(&req.path))?.is_some() {
+        return Err(DbError::Conflict(format!(
+            "{} clashes with the existing {}",
+            req.path,
+            twin_of(&req.path)
+        )));
+    }
+    let now = now_ms();
+    let mut first_created: Option<String> = None;
+    for ancestor in ancestors_of(&req.path) {
+        if get_resource(c, &req.pod_id, &ancestor)?.is_some() {
+            continue;
+        }
+        if get_resource(c, &req.pod_id, &twin_of(&ancestor))?.is_some() {
+            return Err(DbError::Conflict(format!(
+                "cannot create container {ancestor}: a document {} exists",
+                twin_of(&ancestor)
+            )));
+        }
+        insert_container(c, &req.pod_id, &ancestor, now)?;
+        first_created.get_or_insert(ancestor);
+    }
+    let record = match &req.blob {
+        None => insert_container(c, &req.pod_id, &req.path, now)?,
+        Some((hash, size)) => {
+            let kind = if existing.is_some() {
+                "update"
+            } else {
+                "create"
+            };
+            let version = record_event(c, &req.pod_id, &req.path, kind, now)?;
+            let record = ResourceRecord {
+                pod_id: req.pod_id.clone(),
+                path: req.path.clone(),
+                parent: parent_of(&req.path),
+                content_type: req.content_type.clone(),
+                size: *size,
+                content_hash: Some(hash.clone()),
+                etag: make_etag(version, Some(hash)),
+                version,
+                modified_at: now,
+            };
+            set_event_etag(c, version, &record.etag)?;
+            c.execute(
+                &format!(
+                    "INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (pod_id, path) DO UPDATE SET content_type = excluded.content_type,
+                       size = excluded.size, content_hash = excluded.content_hash, etag = excluded.etag,
+                       version = excluded.version, modified_at = excluded.modified_at"
+                ),
+                params![
+                    record.pod_id,
+                    record.path,
+                    record.parent,
+                    record.content_type,
+                    record.size,
+                    record.content_hash,
+                    record.etag,
+                    record.version,
+                    record.modified_at
+                ],
+            )
+            .map_err(err)?;
+            blob_ref(c, &storage, hash, *size, 1, now)?;
+            record
+        }
+    };
+    let replaced_hash = existing.as_ref().and_then(|e| e.content_hash.clone());
+    if let (Some(old), Some(e)) = (&replaced_hash, &existing) {
+        blob_ref(c, &storage, old, e.size, -1, now)?;
+    }
+    if existing.is_none() {
+        first_created.get_or_insert(req.path.clone());
+    }
+    if let Some(parent) = first_created.as_deref().and_then(parent_of) {
+        touch_container(c, &req.pod_id, &parent, now)?;
+    }
+    Ok(PutOutcome {
+        created: existing.is_none(),
+        record,
+        replaced_hash,
+    })
+}
+
+fn delete_in(
+    c: &Connection,
+    pod: &str,
+    path: &str,
+    condition: &Condition,
+    writer: &str,
+) -> DbResult<ResourceRecord> {
+    let storage = check_owner(c, pod, writer)?;
+    let existing = get_resource(c, pod, path)?.ok_or(DbError::NotFound)?;
+    if !condition.allows(Some(&existing)) {
+        return Err(DbError::PreconditionFailed);
+    }
+    if path == "/" {
+        return Err(DbError::Conflict("the pod root cannot be deleted".into()));
+    }
+    if existing.is_container() {
+        let child = c
+            .query_row(
+                "SELECT 1 FROM resources WHERE pod_id = ?1 AND parent = ?2 LIMIT 1",
+                [pod, path],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(err)?;
+        if child.is_some() {
+            return Err(DbError::Conflict(format!("container {path} is not empty")));
+        }
+    }
+    let now = now_ms();
+    record_event(c, pod, path, "delete", now)?;
+    c.execute(
+        "DELETE FROM resources WHERE pod_id = ?1 AND path = ?2",
+        [pod, path],
+    )
+    .map_err(err)?;
+    if let Some(hash) = &existing.content_hash {
+        blob_ref(c, &storage, hash, existing.size, -1, now)?;
+    }
+    if let Some(parent) = parent_of(path) {
+        touch_container(c, pod, &parent, now)?;
+    }
+    Ok(existing)
+}
+
+impl SqliteStore {
+    pub(crate) async fn write_tx<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    ) -> DbResult<T> {
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let value = f(&tx)?;
+            tx.commit().map_err(err)?;
+            Ok(value)
+        })
+        .await
+    }
 }
