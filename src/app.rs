@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ed25519_dalek::SigningKey;
 
 use crate::auth::admin_token::{self, TokenOrigin};
-use crate::blob;
+use crate::blob::{self, Blobs};
 use crate::cluster::secret;
 use crate::config::{Config, Secret};
 use crate::db::{self, Db, NodeRecord};
@@ -39,6 +39,7 @@ pub struct App {
     pub config: Arc<Config>,
     pub node: Arc<NodeIdentity>,
     pub db: Db,
+    pub blobs: Blobs,
     pub storage_id: String,
     pub secret_key: Secret,
     pub admin_token: TokenOrigin,
@@ -80,8 +81,9 @@ impl App {
             identity::resolve(config.node_id.as_deref(), &config.node_id_path).map_err(fail)?;
         let key = keys::load_or_create(&config.root.join("node.key")).map_err(fail)?;
         let db = db::open(&config.database).await.map_err(fail)?;
-        let storage_id =
-            blob::fs::ensure_storage_id(&blob::fs::blob_dir(&config.root)).map_err(fail)?;
+        let blobs: Blobs =
+            Arc::new(blob::fs::FsBlobStore::open(&blob::fs::blob_dir(&config.root)).map_err(fail)?);
+        let storage_id = blobs.storage_id().to_string();
         let secret_key = secret::ensure(&config, &db, &node_id).await.map_err(fail)?;
 
         let (internal_ip, address_source) = address::detect(config.internal_ip, config.pod_ip);
@@ -137,6 +139,7 @@ impl App {
                 key,
             }),
             db,
+            blobs,
             storage_id,
             secret_key,
             admin_token,

@@ -101,6 +101,28 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Pods (through the running local node, with the administrator token)
+    Pods {
+        #[command(subcommand)]
+        command: PodsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PodsCommand {
+    /// Create a pod on this node
+    Create {
+        /// 1-63 characters of a-z, 0-9 and '-'
+        name: String,
+        /// Let anyone read and write it (for tests and public data)
+        #[arg(long)]
+        public_write: bool,
+        /// The owner's e-mail or WebID
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// List every pod of the cluster
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +189,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             node_info(&config)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Pods { command } => pods(&config, command),
     }
 }
 
@@ -286,4 +309,91 @@ fn node_info(config: &Config) -> Result<(), Failure> {
     println!("storage:          {storage}");
     println!("root file path:   {}", config.root.display());
     Ok(())
+}
+
+/// Calls the local node's administrator API.
+async fn admin_call(
+    config: &Config,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(reqwest::StatusCode, serde_json::Value), Failure> {
+    let token = crate::auth::admin_token::for_cli(config)
+        .map_err(|e| Failure::Other(e.to_string()))?
+        .ok_or_else(|| {
+            Failure::Other(format!(
+                "no administrator token: {} does not exist; start the node once with `xpod serve`, or set CSS_ADMIN_TOKEN",
+                config.root.join(crate::auth::admin_token::FILE_NAME).display()
+            ))
+        })?;
+    let url = local_url(config, path);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(anyhow::Error::from)?;
+    let mut req = client.request(method, &url).bearer_auth(token.expose());
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.map_err(|e| {
+        Failure::Other(format!(
+            "no server answers at {url} ({}); start it with `xpod serve`",
+            error_chain(&e)
+        ))
+    })?;
+    let status = resp.status();
+    let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((status, json))
+}
+
+fn pods(config: &Config, command: PodsCommand) -> Result<ExitCode, Failure> {
+    runtime()?.block_on(async {
+        match command {
+            PodsCommand::Create {
+                name,
+                public_write,
+                owner,
+            } => {
+                let body = serde_json::json!({
+                    "name": name,
+                    "publicWrite": public_write,
+                    "owner": owner,
+                });
+                let (status, json) =
+                    admin_call(config, reqwest::Method::POST, "/.cluster/pods", Some(body)).await?;
+                if status == reqwest::StatusCode::CREATED {
+                    println!(
+                        "created pod {name} at {}",
+                        json["baseUrl"].as_str().unwrap_or("?")
+                    );
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    Err(Failure::Other(format!(
+                        "cannot create pod {name}: {}",
+                        json["error"].as_str().unwrap_or(status.as_str())
+                    )))
+                }
+            }
+            PodsCommand::List => {
+                let (status, json) =
+                    admin_call(config, reqwest::Method::GET, "/.cluster/pods", None).await?;
+                if !status.is_success() {
+                    return Err(Failure::Other(format!(
+                        "cannot list pods: {}",
+                        json["error"].as_str().unwrap_or(status.as_str())
+                    )));
+                }
+                println!("{:<24} {:<38} BASE URL", "POD", "NODE");
+                for pod in json.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<38} {}",
+                        pod["podId"].as_str().unwrap_or_default(),
+                        pod["nodeId"].as_str().unwrap_or_default(),
+                        pod["baseUrl"].as_str().unwrap_or_default()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
 }

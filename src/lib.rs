@@ -4,12 +4,14 @@
 //!
 //! - [`cli`]: the command line; parses flags, loads [`config`], runs a command.
 //! - [`http`]: the axum router, the served-by header, the server loop.
+//! - [`ldp`]: the Solid/LDP resource server (one file per method).
 //! - [`app`]: the composition root; [`app::App`] owns everything below.
+//! - [`pod`]: pod names and canonical base URLs.
 //! - [`auth`]: credentials (the administrator token).
 //! - [`cluster`]: what nodes share (the cluster secret).
 //! - [`node`]: this node's identity, key pair and internal address.
 //! - [`db`]: the metadata store trait and its SQLite and PostgreSQL backends.
-//! - [`blob`]: content-addressed byte storage (its identity, for now).
+//! - [`blob`]: content-addressed byte storage (`BlobStore`; local filesystem).
 //! - [`config`]: the typed configuration and its layers.
 //! - [`fsutil`]: durable small-file writes.
 //!
@@ -24,4 +26,6 @@ pub mod config;
 pub mod db;
 pub mod fsutil;
 pub mod http;
+pub mod ldp;
 pub mod node;
+pub mod pod;

@@ -1,13 +1,16 @@
 //! The HTTP front: one router, the served-by header on every response, and
 //! the server loop with graceful shutdown.
 
+pub mod admin;
+pub mod cors;
+
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::app::{App, StartupError};
@@ -22,7 +25,13 @@ pub fn router(app: Arc<App>) -> Router {
     let served_by = HeaderValue::from_str(&app.node.id).expect("node ids are header-safe");
     Router::new()
         .route(HEALTH_PATH, get(health))
-        .fallback(not_found)
+        .route(
+            "/.cluster/pods",
+            post(admin::create_pod).get(admin::list_pods),
+        )
+        .fallback(crate::ldp::handle)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(cors::cors))
         .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
         .with_state(app)
 }
@@ -45,10 +54,6 @@ async fn health(State(app): State<Arc<App>>) -> Response {
                 .into_response()
         }
     }
-}
-
-async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "Not found\n").into_response()
 }
 
 /// Binds the listener and serves until SIGTERM or SIGINT, then lets in-flight

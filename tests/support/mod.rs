@@ -300,19 +300,40 @@ impl Drop for Server {
 /// Response headers, names lowercased.
 pub type Headers = Vec<(String, String)>;
 
-/// A minimal blocking HTTP/1.1 GET: (status, headers, body).
+/// A minimal blocking HTTP GET: (status, headers, body).
 pub fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, Headers, String)> {
+    raw_request(host, port, "GET", path, &[], b"")
+}
+
+/// A blocking HTTP/1.0 request that sends the path exactly as given (no
+/// normalisation of `..` or percent-encoding, unlike URL-based clients).
+/// HTTP/1.0 keeps the response unchunked, so the body reads as is.
+pub fn raw_request(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, Headers, String)> {
     let mut stream = TcpStream::connect_timeout(
         &format!("{host}:{port}").parse().ok()?,
         Duration::from_secs(2),
     )
     .ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: localhost:{port}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "PUT" || method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -354,4 +375,29 @@ pub fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
         "error line lacks {needle:?}: {}",
         errors[0]
     );
+}
+
+/// Creates a pod through the CLI, as an operator would.
+pub fn create_pod(root: &Path, port: u16, name: &str, extra_env: &[(&str, &str)]) {
+    let mut env = vec![
+        ("CSS_ROOT_FILE_PATH", root.to_str().unwrap()),
+        ("CSS_HOST", "127.0.0.1"),
+    ];
+    let port_s = port.to_string();
+    env.push(("CSS_PORT", &port_s));
+    env.extend_from_slice(extra_env);
+    let out = xpod(&env, &["pods", "create", name, "--public-write"]);
+    assert!(
+        out.status.success(),
+        "pods create {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Peak resident memory of a process, from /proc/<pid>/status, in bytes.
+pub fn vm_hwm(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
 }

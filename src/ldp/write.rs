@@ -1,0 +1,101 @@
+//! What PUT, POST and DELETE share: conditions, content types, limits, and
+//! the response to a successful write.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use super::error::LdpError;
+use super::headers::{describe, etag_list, validators};
+use super::target::Target;
+use crate::app::App;
+use crate::db::{Condition, ResourceRecord};
+
+/// A committed write: the status to answer and the stored version.
+pub struct Written {
+    pub status: StatusCode,
+    pub record: ResourceRecord,
+    /// For POST: the URL of the new resource.
+    pub location: Option<String>,
+}
+
+impl Written {
+    pub fn into_response(self, target: &Target) -> Response {
+        let mut resp = Response::new(axum::body::Body::empty());
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        if self.status != StatusCode::RESET_CONTENT || self.location.is_none() {
+            validators(h, &self.record);
+        }
+        if let Some(loc) = &self.location
+            && let Ok(v) = HeaderValue::from_str(loc)
+        {
+            h.insert(header::LOCATION, v);
+        }
+        let described = Target {
+            path: self.record.path.clone(),
+            ..target.clone()
+        };
+        for (name, value) in describe(&described, true).iter() {
+            if name == header::LINK {
+                h.insert(name, value.clone());
+            }
+        }
+        resp
+    }
+}
+
+pub fn condition(req: &HeaderMap) -> Condition {
+    Condition {
+        if_match: etag_list(req, header::IF_MATCH),
+        if_none_match: etag_list(req, header::IF_NONE_MATCH),
+    }
+}
+
+/// The Content-Type of a write; the Solid Protocol requires one.
+pub fn content_type(req: &HeaderMap) -> Result<String, LdpError> {
+    let value = req
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| LdpError::bad_request("a Content-Type header is required"))?;
+    let mime: &str = value.split(';').next().unwrap_or_default().trim();
+    if !mime.contains('/') || mime.contains(char::is_whitespace) {
+        return Err(LdpError::bad_request(format!(
+            "invalid Content-Type {value:?}"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+/// Refuses a body announced as larger than the limit before reading it.
+pub fn check_length(app: &App, req: &HeaderMap) -> Result<(), LdpError> {
+    let declared = req
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > app.config.max_body_size
+    {
+        return Err(LdpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than the limit of {} bytes",
+                app.config.max_body_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Paths that are not ordinary resources and cannot be written.
+pub fn refuse_reserved(target: &Target) -> Result<(), LdpError> {
+    if target.path == "/.well-known/" || target.path.starts_with("/.well-known/") {
+        return Err(LdpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the storage description is read-only",
+        )
+        .with(header::ALLOW, "OPTIONS, HEAD, GET"));
+    }
+    Ok(())
+}
