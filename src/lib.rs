@@ -11,6 +11,7 @@
 //! - [`cluster`]: what nodes share (the cluster secret).
 //! - [`node`]: this node's identity, key pair and internal address.
 //! - [`db`]: the metadata store trait and its SQLite and PostgreSQL backends.
+//! - [`rdf`]: RDF parsing, serialising, content negotiation, N3 Patch and SPARQL Update.
 //! - [`blob`]: content-addressed byte storage (`BlobStore`; local filesystem).
 //! - [`config`]: the typed configuration and its layers.
 //! - [`fsutil`]: durable small-file writes.
@@ -29,3 +30,4 @@ pub mod http;
 pub mod ldp;
 pub mod node;
 pub mod pod;
+pub mod rdf;

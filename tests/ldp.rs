@@ -437,6 +437,8 @@ async fn battery(pod: Pod) {
         .unwrap();
     assert_eq!(patch.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
+    rdf(&pod).await;
+
     // CORS for browser apps, on success and on errors alike.
     let preflight = pod
         .client
@@ -586,5 +588,213 @@ async fn subdomain_pods() {
         path_style.status(),
         StatusCode::NOT_FOUND,
         "no path-style alias"
+    );
+}
+
+async fn patch(pod: &Pod, path: &str, content_type: &str, body: &'static str) -> reqwest::Response {
+    pod.client
+        .request(Method::PATCH, pod.url(path))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn rdf(pod: &Pod) {
+    // Malformed RDF: 400 with the parser's line, nothing stored.
+    let bad = pod
+        .put(
+            "/rdf/bad.ttl",
+            "<a> <b> <c> .\n<a> <b> .\n",
+            &[("content-type", "text/turtle")],
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let why = bad.text().await.unwrap();
+    assert!(why.contains("line 2"), "{why}");
+    let bad_json = pod
+        .put(
+            "/rdf/bad.jsonld",
+            "{\"@id\": ",
+            &[("content-type", "application/ld+json")],
+        )
+        .await;
+    assert_eq!(bad_json.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        pod.get("/rdf/bad.ttl", &[]).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        pod.get("/rdf/", &[]).await.status(),
+        StatusCode::NOT_FOUND,
+        "no container either"
+    );
+
+    let card = "@prefix foaf: <http://xmlns.com/foaf/0.1/>.\n<#me> foaf:name \"Claudia\"; foaf:nick \"cg\".\n";
+    let put = pod
+        .put("/rdf/card", card, &[("content-type", "text/turtle")])
+        .await;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let me = pod.url("/rdf/card#me");
+
+    // Content negotiation to every output syntax.
+    let as_is = pod.get("/rdf/card", &[("accept", "text/turtle")]).await;
+    assert_eq!(h(&as_is, "content-type"), "text/turtle");
+    assert_eq!(
+        as_is.text().await.unwrap(),
+        card,
+        "stored bytes served as they came"
+    );
+    let jsonld = pod
+        .get("/rdf/card", &[("accept", "application/ld+json")])
+        .await;
+    assert_eq!(jsonld.status(), StatusCode::OK);
+    assert_eq!(h(&jsonld, "content-type"), "application/ld+json");
+    let json: serde_json::Value = serde_json::from_str(&jsonld.text().await.unwrap()).unwrap();
+    assert!(json.to_string().contains(&me), "{json}");
+    for (accept, needle) in [
+        (
+            "application/n-triples",
+            format!("<{me}> <http://xmlns.com/foaf/0.1/name> \"Claudia\" ."),
+        ),
+        ("application/rdf+xml", "rdf:RDF".to_string()),
+        ("text/n3", "Claudia".to_string()),
+    ] {
+        let resp = pod.get("/rdf/card", &[("accept", accept)]).await;
+        assert_eq!(h(&resp, "content-type"), accept);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(&needle), "{accept}: {text}");
+    }
+    let refused = pod.get("/rdf/card", &[("accept", "image/png")]).await;
+    assert_eq!(refused.status(), StatusCode::NOT_ACCEPTABLE);
+    let listing = pod.get("/rdf/", &[("accept", "application/ld+json")]).await;
+    assert_eq!(h(&listing, "content-type"), "application/ld+json");
+    assert!(
+        listing
+            .text()
+            .await
+            .unwrap()
+            .contains(&pod.url("/rdf/card"))
+    );
+    let posted = pod
+        .client
+        .post(pod.url("/rdf/"))
+        .header("content-type", "application/ld+json")
+        .body(r##"{"@id": "#it", "http://xmlns.com/foaf/0.1/name": "Posted"}"##)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::CREATED);
+    let loc = h(&posted, "location").to_string();
+    let back = pod
+        .client
+        .get(&loc)
+        .header("accept", "text/turtle")
+        .send()
+        .await
+        .unwrap();
+    assert!(back.text().await.unwrap().contains("Posted"));
+
+    // N3 Patch.
+    let rename = r#"@prefix solid: <http://www.w3.org/ns/solid/terms#>. @prefix foaf: <http://xmlns.com/foaf/0.1/>.
+        _:p a solid:InsertDeletePatch;
+          solid:where { ?me foaf:nick "cg". };
+          solid:inserts { ?me foaf:name "Alex". };
+          solid:deletes { ?me foaf:name "Claudia". }."#;
+    let resp = patch(pod, "/rdf/card", "text/n3", rename).await;
+    assert_eq!(resp.status(), StatusCode::RESET_CONTENT);
+    let text = pod
+        .get("/rdf/card", &[("accept", "application/n-triples")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("\"Alex\"") && !text.contains("\"Claudia\""),
+        "{text}"
+    );
+    let again = patch(pod, "/rdf/card", "text/n3", rename).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::CONFLICT,
+        "the deleted triple is gone now"
+    );
+    let ambiguous = r#"@prefix solid: <http://www.w3.org/ns/solid/terms#>.
+        _:p a solid:InsertDeletePatch; solid:where { ?s ?p ?o. }; solid:inserts { <#x> <#y> <#z>. }."#;
+    assert_eq!(
+        patch(pod, "/rdf/card", "text/n3", ambiguous).await.status(),
+        StatusCode::CONFLICT
+    );
+    let unbound = r#"@prefix solid: <http://www.w3.org/ns/solid/terms#>.
+        _:p a solid:InsertDeletePatch; solid:inserts { ?nobody <#y> <#z>. }."#;
+    assert_eq!(
+        patch(pod, "/rdf/card", "text/n3", unbound).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        patch(pod, "/rdf/card", "text/n3", "not { n3")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let create = r#"@prefix solid: <http://www.w3.org/ns/solid/terms#>.
+        _:p a solid:InsertDeletePatch; solid:inserts { <#new> <#is> "here". }."#;
+    let created = patch(pod, "/rdf/new.ttl", "text/n3", create).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert!(
+        pod.get("/rdf/new.ttl", &[])
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("here")
+    );
+
+    // SPARQL Update.
+    let update = "PREFIX foaf: <http://xmlns.com/foaf/0.1/> INSERT DATA { <#me> foaf:age 42 }";
+    assert_eq!(
+        patch(pod, "/rdf/card", "application/sparql-update", update)
+            .await
+            .status(),
+        StatusCode::RESET_CONTENT
+    );
+    let swap = "PREFIX foaf: <http://xmlns.com/foaf/0.1/> DELETE { ?s foaf:nick ?n } INSERT { ?s foaf:nick \"al\" } WHERE { ?s foaf:nick ?n }";
+    assert_eq!(
+        patch(pod, "/rdf/card", "application/sparql-update", swap)
+            .await
+            .status(),
+        StatusCode::RESET_CONTENT
+    );
+    let text = pod
+        .get("/rdf/card", &[("accept", "application/n-triples")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("42") && text.contains("\"al\"") && !text.contains("\"cg\""),
+        "{text}"
+    );
+    assert_eq!(
+        patch(
+            pod,
+            "/rdf/card",
+            "application/sparql-update",
+            "INSERT GARBAGE"
+        )
+        .await
+        .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let text_doc = pod
+        .put("/rdf/plain.txt", "plain", &[("content-type", "text/plain")])
+        .await;
+    assert_eq!(text_doc.status(), StatusCode::CREATED);
+    assert_eq!(
+        patch(pod, "/rdf/plain.txt", "application/sparql-update", update)
+            .await
+            .status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
 }

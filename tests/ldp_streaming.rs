@@ -52,7 +52,10 @@ async fn a_gibibyte_streams_through_in_bounded_memory() {
 
     let resp = client.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()["content-length"], (CHUNK * CHUNKS).to_string().as_str());
+    assert_eq!(
+        resp.headers()["content-length"],
+        (CHUNK * CHUNKS).to_string().as_str()
+    );
     let mut got = Sha256::new();
     let mut len = 0usize;
     let mut stream = resp.bytes_stream();
@@ -62,7 +65,11 @@ async fn a_gibibyte_streams_through_in_bounded_memory() {
         got.update(&part);
     }
     assert_eq!(len, CHUNK * CHUNKS);
-    assert_eq!(hex::encode(got.finalize()), expected, "identical bytes back");
+    assert_eq!(
+        hex::encode(got.finalize()),
+        expected,
+        "identical bytes back"
+    );
 
     let peak = vm_hwm(server.pid());
     assert!(peak < 100 << 20, "server peak RSS {} MiB", peak >> 20);

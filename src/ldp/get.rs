@@ -9,8 +9,10 @@ use super::container;
 use super::error::LdpError;
 use super::headers::{self, describe, etag_list, validators};
 use super::target::Target;
+use super::write;
 use crate::app::App;
 use crate::db::ResourceRecord;
+use crate::rdf::{self, Choice, Syntax};
 
 pub async fn get(
     app: &App,
@@ -35,6 +37,43 @@ pub async fn get(
         return Ok(resp);
     }
     let head = method == Method::HEAD;
+    let accept = req.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (stored_syntax, stored_type) = if record.is_container() {
+        (Some(Syntax::Turtle), "text/turtle")
+    } else {
+        (
+            rdf::input_syntax(&record.content_type),
+            record.content_type.as_str(),
+        )
+    };
+    match rdf::negotiate(accept, stored_syntax, stored_type) {
+        Choice::AsStored => {}
+        Choice::NotAcceptable => {
+            return Err(LdpError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                format!("this resource is available as {stored_type} only"),
+            ));
+        }
+        Choice::Convert(syntax) => {
+            let stored = if record.is_container() {
+                let listing =
+                    container::listing(app.db.clone(), record.clone(), target.path == "/");
+                write::read_limited(listing, u64::MAX).await?
+            } else {
+                write::read_stored(app, &record).await?
+            };
+            let triples =
+                rdf::parse(&stored, stored_syntax.expect("RDF"), &target.url()).map_err(|e| {
+                    tracing::error!(error = %e, "a stored RDF document does not parse");
+                    LdpError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored RDF is damaged")
+                })?;
+            let out = rdf::serialize(&triples, syntax, &target.url());
+            set(&mut h, header::CONTENT_TYPE, syntax.media_type());
+            set(&mut h, header::CONTENT_LENGTH, &out.len().to_string());
+            let body = if head { Body::empty() } else { Body::from(out) };
+            return Ok(respond(StatusCode::OK, h, body));
+        }
+    }
     if record.is_container() {
         h.insert(
             header::CONTENT_TYPE,

@@ -7,6 +7,7 @@ pub mod delete;
 pub mod error;
 pub mod get;
 pub mod headers;
+pub mod patch;
 pub mod post;
 pub mod put;
 pub mod target;
@@ -81,10 +82,9 @@ async fn dispatch(
             resp.headers_mut().extend(headers::describe(target, exists));
             Ok(resp)
         }
-        Method::PATCH => Err(LdpError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "PATCH is not supported by this version of xpod yet",
-        )),
+        Method::PATCH => Ok(patch::patch(app, target, req, body)
+            .await?
+            .into_response(target)),
         _ => Err(LdpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not supported"),

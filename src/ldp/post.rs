@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 
 use super::error::LdpError;
 use super::headers::{LDP_BASIC_CONTAINER, LDP_CONTAINER};
-use super::put::body_stream;
 use super::target::Target;
 use super::write::{self, Written};
 use crate::app::App;
@@ -44,10 +43,9 @@ pub async fn post(
     let blob = if make_container {
         None
     } else {
-        let b = app
-            .blobs
-            .put(body_stream(body), app.config.max_body_size)
-            .await?;
+        // Relative IRIs resolve against the container until the name is known.
+        let stream = write::body_to_store(app, &content_type, &target.url(), body).await?;
+        let b = app.blobs.put(stream, app.config.max_body_size).await?;
         Some((b.hash, b.size as i64))
     };
     let slug = req

@@ -48,10 +48,8 @@ pub async fn put(
     }
     let content_type = write::content_type(req)?;
     write::check_length(app, req)?;
-    let blob = app
-        .blobs
-        .put(body_stream(body), app.config.max_body_size)
-        .await?;
+    let stream = write::body_to_store(app, &content_type, &target.url(), body).await?;
+    let blob = app.blobs.put(stream, app.config.max_body_size).await?;
     let outcome = app
         .db
         .resource_put(&PutRequest {

@@ -99,3 +99,58 @@ pub fn refuse_reserved(target: &Target) -> Result<(), LdpError> {
     }
     Ok(())
 }
+
+/// The largest RDF document accepted: RDF is parsed in memory to validate it.
+pub const MAX_RDF: u64 = 64 << 20;
+
+/// The body to store. RDF is read whole and parsed first, so malformed RDF
+/// is refused (400, with the parser's line) before anything is stored;
+/// other bodies stream straight to the blob store.
+pub async fn body_to_store(
+    app: &App,
+    content_type: &str,
+    target_url: &str,
+    body: axum::body::Body,
+) -> Result<crate::blob::ByteStream, LdpError> {
+    use futures::StreamExt;
+    let Some(syntax) = crate::rdf::input_syntax(content_type) else {
+        return Ok(super::put::body_stream(body));
+    };
+    let limit = MAX_RDF.min(app.config.max_body_size);
+    let bytes = read_limited(super::put::body_stream(body), limit).await?;
+    crate::rdf::parse(&bytes, syntax, target_url).map_err(LdpError::bad_request)?;
+    Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
+}
+
+/// Reads a stream into memory, refusing more than `limit` bytes (413).
+pub async fn read_limited(
+    mut stream: crate::blob::ByteStream,
+    limit: u64,
+) -> Result<bytes::Bytes, LdpError> {
+    use futures::StreamExt;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| LdpError::bad_request(format!("reading the body failed: {e}")))?;
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(LdpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("RDF bodies are limited to {limit} bytes"),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads a stored document whole (RDF documents only: they are bounded).
+pub async fn read_stored(app: &App, record: &ResourceRecord) -> Result<bytes::Bytes, LdpError> {
+    let Some(hash) = &record.content_hash else {
+        return Ok(bytes::Bytes::new());
+    };
+    if record.size == 0 {
+        return Ok(bytes::Bytes::new());
+    }
+    let stream = app.blobs.get(hash, None).await?;
+    read_limited(stream, u64::MAX).await
+}

@@ -1,0 +1,269 @@
+//! RDF: which media types are RDF, parsing with line-numbered errors,
+//! serialising, and content negotiation. N3 Patch and SPARQL Update live in
+//! `patch.rs`. Remote JSON-LD contexts are never fetched.
+
+pub mod patch;
+
+use oxigraph::io::{JsonLdProfileSet, RdfFormat, RdfParser, RdfSerializer};
+use oxigraph::model::{GraphName, Triple};
+
+/// The RDF syntaxes xpod reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    Turtle,
+    JsonLd,
+    NTriples,
+    /// Output only (and the language of N3 Patch).
+    N3,
+    RdfXml,
+}
+
+impl Syntax {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Syntax::Turtle => "text/turtle",
+            Syntax::JsonLd => "application/ld+json",
+            Syntax::NTriples => "application/n-triples",
+            Syntax::N3 => "text/n3",
+            Syntax::RdfXml => "application/rdf+xml",
+        }
+    }
+
+    fn format(self) -> RdfFormat {
+        match self {
+            Syntax::Turtle => RdfFormat::Turtle,
+            Syntax::JsonLd => RdfFormat::JsonLd {
+                profile: JsonLdProfileSet::empty(),
+            },
+            Syntax::NTriples => RdfFormat::NTriples,
+            Syntax::N3 => RdfFormat::N3,
+            Syntax::RdfXml => RdfFormat::RdfXml,
+        }
+    }
+
+    /// Every syntax a client may ask for, in our order of preference.
+    pub const OUTPUT: [Syntax; 5] = [
+        Syntax::Turtle,
+        Syntax::JsonLd,
+        Syntax::NTriples,
+        Syntax::RdfXml,
+        Syntax::N3,
+    ];
+}
+
+/// The bare media type of a Content-Type value, lowercased.
+pub fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The syntax of a stored or uploaded document, if it is RDF that xpod parses.
+pub fn input_syntax(content_type: &str) -> Option<Syntax> {
+    match essence(content_type).as_str() {
+        "text/turtle" | "application/x-turtle" => Some(Syntax::Turtle),
+        "application/ld+json" => Some(Syntax::JsonLd),
+        "application/n-triples" => Some(Syntax::NTriples),
+        "application/rdf+xml" => Some(Syntax::RdfXml),
+        _ => None,
+    }
+}
+
+/// Parses a document; the error names the line and column.
+pub fn parse(bytes: &[u8], syntax: Syntax, base: &str) -> Result<Vec<Triple>, String> {
+    let parser = RdfParser::from_format(syntax.format())
+        .with_base_iri(base)
+        .map_err(|e| format!("invalid base IRI: {e}"))?
+        .with_default_graph(GraphName::DefaultGraph);
+    let mut triples = Vec::new();
+    for quad in parser.for_slice(bytes) {
+        let quad = quad.map_err(|e| describe_error(&e, syntax))?;
+        if quad.graph_name != GraphName::DefaultGraph {
+            return Err(format!(
+                "{} documents hold one graph; named graphs are not allowed",
+                syntax.media_type()
+            ));
+        }
+        triples.push(Triple::from(quad));
+    }
+    Ok(triples)
+}
+
+fn describe_error(e: &oxigraph::io::RdfSyntaxError, syntax: Syntax) -> String {
+    match e.location() {
+        Some(loc) => format!(
+            "invalid {} at line {}, column {}: {e}",
+            syntax.media_type(),
+            loc.start.line + 1,
+            loc.start.column + 1
+        ),
+        None => format!("invalid {}: {e}", syntax.media_type()),
+    }
+}
+
+/// Serialises triples; relative IRIs are written against `base` where the
+/// syntax supports it.
+pub fn serialize(triples: &[Triple], syntax: Syntax, base: &str) -> Vec<u8> {
+    let mut serializer = RdfSerializer::from_format(syntax.format());
+    if matches!(syntax, Syntax::Turtle | Syntax::N3) {
+        serializer = serializer
+            .with_prefix("ldp", "http://www.w3.org/ns/ldp#")
+            .expect("valid prefix")
+            .with_prefix("dc", "http://purl.org/dc/terms/")
+            .expect("valid prefix");
+        if let Ok(s) = serializer.clone().with_base_iri(base) {
+            serializer = s;
+        }
+    }
+    let mut writer = serializer.for_writer(Vec::new());
+    for t in triples {
+        writer
+            .serialize_triple(t)
+            .expect("writing to memory cannot fail");
+    }
+    writer.finish().expect("writing to memory cannot fail")
+}
+
+/// One media range of an Accept header.
+struct Range {
+    kind: String,
+    q: f32,
+}
+
+fn accept_ranges(accept: &str) -> Vec<Range> {
+    accept
+        .split(',')
+        .filter_map(|part| {
+            let mut pieces = part.split(';');
+            let kind = pieces.next()?.trim().to_ascii_lowercase();
+            if kind.is_empty() {
+                return None;
+            }
+            let q = pieces
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|v| v.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            Some(Range { kind, q })
+        })
+        .collect()
+}
+
+fn quality(ranges: &[Range], media_type: &str) -> f32 {
+    let (top, _) = media_type.split_once('/').unwrap_or((media_type, ""));
+    let mut best: Option<(u8, f32)> = None;
+    for r in ranges {
+        let specificity = if r.kind == media_type {
+            3
+        } else if r.kind == format!("{top}/*") {
+            2
+        } else if r.kind == "*/*" {
+            1
+        } else {
+            continue;
+        };
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, r.q));
+        }
+    }
+    best.map(|(_, q)| q).unwrap_or(0.0)
+}
+
+/// What to send for a document stored as `stored` (an RDF syntax or not).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// The bytes as stored.
+    AsStored,
+    /// Converted to this syntax.
+    Convert(Syntax),
+    /// Nothing acceptable.
+    NotAcceptable,
+}
+
+pub fn negotiate(accept: Option<&str>, stored: Option<Syntax>, stored_type: &str) -> Choice {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Choice::AsStored;
+    };
+    let ranges = accept_ranges(accept);
+    let stored_q = quality(&ranges, &essence(stored_type));
+    let Some(stored) = stored else {
+        return if stored_q > 0.0 {
+            Choice::AsStored
+        } else {
+            Choice::NotAcceptable
+        };
+    };
+    let mut best = (stored_q, None);
+    for syntax in Syntax::OUTPUT {
+        let q = quality(&ranges, syntax.media_type());
+        if q > best.0 && syntax != stored {
+            best = (q, Some(syntax));
+        }
+    }
+    match best {
+        (q, _) if q <= 0.0 => Choice::NotAcceptable,
+        (_, Some(syntax)) => Choice::Convert(syntax),
+        (_, None) => Choice::AsStored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_prefers_the_stored_form_on_ties() {
+        let t = Some(Syntax::Turtle);
+        assert_eq!(negotiate(None, t, "text/turtle"), Choice::AsStored);
+        assert_eq!(negotiate(Some("*/*"), t, "text/turtle"), Choice::AsStored);
+        assert_eq!(
+            negotiate(Some("application/ld+json"), t, "text/turtle"),
+            Choice::Convert(Syntax::JsonLd)
+        );
+        assert_eq!(
+            negotiate(
+                Some("application/ld+json;q=0.5, text/turtle"),
+                t,
+                "text/turtle"
+            ),
+            Choice::AsStored
+        );
+        assert_eq!(
+            negotiate(
+                Some("text/turtle;q=0.5, application/n-triples"),
+                t,
+                "text/turtle"
+            ),
+            Choice::Convert(Syntax::NTriples)
+        );
+        assert_eq!(
+            negotiate(Some("image/png"), t, "text/turtle"),
+            Choice::NotAcceptable
+        );
+        assert_eq!(
+            negotiate(Some("image/*"), None, "image/png"),
+            Choice::AsStored
+        );
+        assert_eq!(
+            negotiate(Some("text/turtle"), None, "image/png"),
+            Choice::NotAcceptable
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_line() {
+        let err = parse(b"<a> <b> <c> .\n<a> <b> .\n", Syntax::Turtle, "http://x/").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        let ok = parse(
+            b"<#me> <http://xmlns.com/foaf/0.1/name> \"A\".",
+            Syntax::Turtle,
+            "http://x/card",
+        )
+        .unwrap();
+        assert_eq!(ok[0].subject.to_string(), "<http://x/card#me>");
+        let json = br#"{"@id": "http://x/a", "http://x/p": "v"}"#;
+        assert_eq!(parse(json, Syntax::JsonLd, "http://x/").unwrap().len(), 1);
+    }
+}
