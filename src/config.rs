@@ -128,6 +128,8 @@ const SETTINGS: &[Setting] = &[
         Some("--cache-max-size"),
     ),
     setting("max_body_size", "CSS_MAX_BODY_SIZE", None),
+    setting("blob_gc_grace", "CSS_BLOB_GC_GRACE", None),
+    setting("blob_gc_interval", "CSS_BLOB_GC_INTERVAL", None),
     setting("node_id", "CSS_NODE_ID", Some("--node-id")),
     secret("node_token", "CSS_NODE_TOKEN"),
     setting("node_public_address", "CSS_NODE_PUBLIC_ADDRESS", None),
@@ -186,6 +188,10 @@ pub struct Config {
     pub cache_path: PathBuf,
     pub cache_max_size: u64,
     pub max_body_size: u64,
+    /// How long a blob stays unreferenced before it may be collected.
+    pub blob_gc_grace: std::time::Duration,
+    /// How often the collector runs.
+    pub blob_gc_interval: std::time::Duration,
     pub node_id: Option<String>,
     pub node_token: Option<Secret>,
     pub node_public_address: Option<String>,
@@ -398,6 +404,16 @@ impl Config {
         };
         let cache_max_size = p.value("cache_max_size", "10GiB", parse_size)?;
         let max_body_size = p.value("max_body_size", "10GiB", parse_size)?;
+        let blob_gc_grace = p.value("blob_gc_grace", "1h", parse_duration)?;
+        let blob_gc_interval = p.value("blob_gc_interval", "10m", |v| {
+            parse_duration(v).and_then(|d| {
+                if d.is_zero() {
+                    Err("expected a positive duration".into())
+                } else {
+                    Ok(d)
+                }
+            })
+        })?;
         let node_id = p.optional("node_id", |v| {
             crate::node::identity::validate_node_id(v).map(|_| v.to_string())
         })?;
@@ -457,6 +473,8 @@ impl Config {
             cache_path,
             cache_max_size,
             max_body_size,
+            blob_gc_grace,
+            blob_gc_interval,
             node_id,
             node_token,
             node_public_address,
@@ -792,6 +810,24 @@ pub fn parse_size(v: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Parses a duration such as `90s`, `10m`, `1h`, `250ms` or `30` (seconds).
+pub fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
+    const HELP: &str = "expected a duration such as 30s, 10m, 1h or 250ms";
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number.parse().map_err(|_| HELP.to_string())?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err(HELP.into()),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 /// Hides the password of a URL such as `postgres://user:pw@host/db`.
 pub fn redact_url(url: &str) -> String {
     match Url::parse(url) {
@@ -938,6 +974,10 @@ mod tests {
         assert!(parse_size("12XB").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("-5MB").is_err());
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("1h").unwrap().as_secs(), 3600);
+        assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

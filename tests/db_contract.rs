@@ -359,6 +359,96 @@ async fn resources(db: &Db) {
         }
     }
     assert_eq!(wins, 1, "exactly one If-Match writer wins");
+
+    gc(db).await;
+}
+
+const H3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+async fn gc(db: &Db) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let none = Condition::default();
+    db.resource_put(&put("/gc/a.txt", Some(H3))).await.unwrap();
+    let removed = Arc::new(AtomicUsize::new(0));
+    let remover = |removed: &Arc<AtomicUsize>| -> db::RemoveBytes {
+        let removed = removed.clone();
+        Box::new(move || {
+            Box::pin(async move {
+                removed.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        })
+    };
+    let future = db::now_ms() + 60_000;
+    // Referenced bytes are never collected.
+    assert!(
+        !db.blob_gc_candidates("s-1", future, 100)
+            .await
+            .unwrap()
+            .contains(&H3.to_string())
+    );
+    assert!(
+        !db.blob_gc_collect("s-1", H3, future, remover(&removed))
+            .await
+            .unwrap()
+    );
+    db.resource_delete("carl", "/gc/a.txt", &none, "a")
+        .await
+        .unwrap();
+    // Unreferenced, but within the grace period.
+    let past = db::now_ms() - 60_000;
+    assert!(
+        !db.blob_gc_candidates("s-1", past, 100)
+            .await
+            .unwrap()
+            .contains(&H3.to_string())
+    );
+    assert!(
+        !db.blob_gc_collect("s-1", H3, past, remover(&removed))
+            .await
+            .unwrap()
+    );
+    assert_eq!(removed.load(Ordering::SeqCst), 0);
+    assert!(
+        db.blob_gc_candidates("s-1", future, 100)
+            .await
+            .unwrap()
+            .contains(&H3.to_string())
+    );
+
+    // An identical upload racing the collector: the writer's reference waits
+    // for the collector's row lock, so it lands after the row is gone and
+    // re-creates it (its bytes are then re-published by BlobStore::finish).
+    let writer_db = db.clone();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let racing: db::RemoveBytes = Box::new(move || {
+        Box::pin(async move {
+            let handle =
+                tokio::spawn(
+                    async move { writer_db.resource_put(&put("/gc/b.txt", Some(H3))).await },
+                );
+            // Give the writer time to reach the lock.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert!(!handle.is_finished(), "the writer waits for the collector");
+            let _ = started_tx.send(handle);
+            Ok(())
+        })
+    });
+    assert!(db.blob_gc_collect("s-1", H3, future, racing).await.unwrap());
+    let writer = started_rx.await.unwrap().await.unwrap().unwrap();
+    assert!(writer.created);
+    let blob = db.blob_get("s-1", H3).await.unwrap().unwrap();
+    assert_eq!(
+        (blob.refcount, blob.zero_since),
+        (1, None),
+        "the new reference is counted"
+    );
+    assert!(
+        !db.blob_gc_candidates("s-1", future, 100)
+            .await
+            .unwrap()
+            .contains(&H3.to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

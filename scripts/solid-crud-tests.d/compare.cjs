@@ -36,7 +36,7 @@ function shortMessage(messages) {
   const kept = [];
   for (const raw of text.split("\n")) {
     const line = raw.trim();
-    if (!line || line.startsWith("at ")) continue;
+    if (!line || line.startsWith("at ") || line === "● Test suite failed to run") continue;
     if (!kept.length || /^(Expected|Received|- Expected|\+ Received)/.test(line)) kept.push(line);
     if (kept.length >= 4) break;
   }

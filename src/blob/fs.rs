@@ -67,7 +67,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::{BlobError, BlobInfo, BlobStore, ByteStream, is_hash};
+use super::{BlobError, BlobInfo, BlobStore, ByteStream, SpoolFile, Upload, is_hash};
 
 /// Blobs as files `<dir>/<h0h1>/<h2h3>/<hash>`, published by rename after fsync.
 pub struct FsBlobStore {
@@ -98,6 +98,26 @@ impl FsBlobStore {
     fn path_of(&self, hash: &str) -> PathBuf {
         self.dir.join(&hash[0..2]).join(&hash[2..4]).join(hash)
     }
+
+    /// Makes the spooled bytes visible under their hash: a hard link (the
+    /// spool stays for `finish`), then an fsync of the directory. Existing
+    /// bytes under that hash are identical and are left as they are.
+    async fn publish(&self, spool: &Path, hash: &str) -> Result<(), BlobError> {
+        let target = self.path_of(hash);
+        let parent = target.parent().expect("nested path").to_path_buf();
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(unavailable)?;
+        match tokio::fs::hard_link(spool, &target).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(unavailable(e)),
+        }
+        tokio::task::spawn_blocking(move || std::fs::File::open(&parent)?.sync_all())
+            .await
+            .map_err(|e| BlobError::Unavailable(e.to_string()))?
+            .map_err(unavailable)
+    }
 }
 
 fn unavailable(e: std::io::Error) -> BlobError {
@@ -110,48 +130,51 @@ impl BlobStore for FsBlobStore {
         &self.storage_id
     }
 
-    async fn put(&self, mut body: ByteStream, max_size: u64) -> Result<BlobInfo, BlobError> {
-        let spool = self
-            .dir
-            .join("spool")
-            .join(uuid::Uuid::new_v4().simple().to_string());
-        let result = async {
-            let mut file = tokio::fs::File::create(&spool).await.map_err(unavailable)?;
-            let mut hasher = Sha256::new();
-            let mut size: u64 = 0;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
-                size += chunk.len() as u64;
-                if size > max_size {
-                    return Err(BlobError::TooLarge(max_size));
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk).await.map_err(unavailable)?;
+    async fn put(&self, mut body: ByteStream, max_size: u64) -> Result<Upload, BlobError> {
+        let spool = SpoolFile(
+            self.dir
+                .join("spool")
+                .join(uuid::Uuid::new_v4().simple().to_string()),
+        );
+        let mut file = tokio::fs::File::create(&spool.0)
+            .await
+            .map_err(unavailable)?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
+            size += chunk.len() as u64;
+            if size > max_size {
+                return Err(BlobError::TooLarge(max_size));
             }
-            file.sync_all().await.map_err(unavailable)?;
-            drop(file);
-            let hash = hex::encode(hasher.finalize());
-            let target = self.path_of(&hash);
-            let parent = target.parent().expect("nested path").to_path_buf();
-            if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-                // Same bytes already stored: content addressing deduplicates.
-                return Ok(BlobInfo { hash, size });
-            }
-            tokio::fs::create_dir_all(&parent)
-                .await
-                .map_err(unavailable)?;
-            tokio::fs::rename(&spool, &target)
-                .await
-                .map_err(unavailable)?;
-            tokio::task::spawn_blocking(move || std::fs::File::open(&parent)?.sync_all())
-                .await
-                .map_err(|e| BlobError::Unavailable(e.to_string()))?
-                .map_err(unavailable)?;
-            Ok(BlobInfo { hash, size })
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(unavailable)?;
         }
-        .await;
-        let _ = tokio::fs::remove_file(&spool).await;
-        result
+        file.sync_all().await.map_err(unavailable)?;
+        drop(file);
+        let info = BlobInfo {
+            hash: hex::encode(hasher.finalize()),
+            size,
+        };
+        self.publish(&spool.0, &info.hash).await?;
+        Ok(Upload {
+            info,
+            spool: Some(spool),
+        })
+    }
+
+    async fn finish(&self, mut upload: Upload) -> Result<(), BlobError> {
+        let Some(spool) = upload.spool.take() else {
+            return Ok(());
+        };
+        if !tokio::fs::try_exists(self.path_of(&upload.info.hash))
+            .await
+            .unwrap_or(false)
+        {
+            tracing::info!(hash = %upload.info.hash, "re-publishing bytes removed by a concurrent collection");
+            self.publish(&spool.0, &upload.info.hash).await?;
+        }
+        Ok(())
     }
 
     async fn get(&self, hash: &str, range: Option<(u64, u64)>) -> Result<ByteStream, BlobError> {
@@ -191,5 +214,43 @@ impl BlobStore for FsBlobStore {
             && tokio::fs::try_exists(self.path_of(hash))
                 .await
                 .unwrap_or(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn body(bytes: &'static [u8]) -> ByteStream {
+        futures::stream::once(async move { Ok(bytes::Bytes::from_static(bytes)) }).boxed()
+    }
+
+    #[tokio::test]
+    async fn finish_republishes_bytes_collected_before_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let upload = store.put(body(b"same bytes"), 1 << 20).await.unwrap();
+        let hash = upload.info.hash.clone();
+        assert!(store.exists(&hash).await.unwrap());
+        // The collector removes an identical, unreferenced blob meanwhile.
+        store.delete(&hash).await.unwrap();
+        assert!(!store.exists(&hash).await.unwrap());
+        store.finish(upload).await.unwrap();
+        assert!(store.exists(&hash).await.unwrap(), "bytes are back");
+        let spool_left = std::fs::read_dir(dir.path().join("spool")).unwrap().count();
+        assert_eq!(spool_left, 0, "the spool file is released");
+    }
+
+    #[tokio::test]
+    async fn a_refused_upload_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let err = store.put(body(b"0123456789"), 4).await.unwrap_err();
+        assert!(matches!(err, BlobError::TooLarge(4)));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
+            0
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! business (the `blobs` table); a store only holds bytes.
 
 pub mod fs;
+pub mod gc;
 
 use std::sync::Arc;
 
@@ -39,13 +40,36 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
+/// A durable upload whose spool file is kept until the metadata commit, so
+/// that [`BlobStore::finish`] can re-publish the bytes if the garbage
+/// collector removed an identical, unreferenced blob in between.
+#[derive(Debug)]
+pub struct Upload {
+    pub info: BlobInfo,
+    pub(crate) spool: Option<SpoolFile>,
+}
+
+/// A spool file, removed when dropped (also when a write fails).
+#[derive(Debug)]
+pub struct SpoolFile(pub std::path::PathBuf);
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// The storage identity; two nodes share storage exactly when these match.
     fn storage_id(&self) -> &str;
 
     /// Streams a body into the store. Returns once the bytes are durable.
-    async fn put(&self, body: ByteStream, max_size: u64) -> Result<BlobInfo, BlobError>;
+    async fn put(&self, body: ByteStream, max_size: u64) -> Result<Upload, BlobError>;
+
+    /// Called after the row referencing the upload committed: makes sure the
+    /// bytes are (still) published, then releases the spool file.
+    async fn finish(&self, upload: Upload) -> Result<(), BlobError>;
 
     /// Streams a blob, or the inclusive byte range `start..=end` of it.
     async fn get(&self, hash: &str, range: Option<(u64, u64)>) -> Result<ByteStream, BlobError>;

@@ -227,7 +227,32 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn events_after(&self, after_id: i64, limit: u32) -> DbResult<Vec<EventRecord>>;
 
     async fn blob_get(&self, storage_id: &str, hash: &str) -> DbResult<Option<BlobRecord>>;
+
+    /// Blobs unreferenced since before `cutoff` (ms): collection candidates.
+    async fn blob_gc_candidates(
+        &self,
+        storage_id: &str,
+        cutoff: i64,
+        limit: u32,
+    ) -> DbResult<Vec<String>>;
+
+    /// Collects one blob. Under its row lock it re-checks that the blob is
+    /// still unreferenced since before `cutoff`, runs `remove` (which deletes
+    /// the bytes) and deletes the row, in one transaction. A writer that
+    /// references the same bytes meanwhile waits for the lock and then
+    /// re-publishes them (`BlobStore::finish`). Returns whether it collected.
+    async fn blob_gc_collect(
+        &self,
+        storage_id: &str,
+        hash: &str,
+        cutoff: i64,
+        remove: RemoveBytes,
+    ) -> DbResult<bool>;
 }
+
+/// Deletes a blob's bytes, for [`MetadataStore::blob_gc_collect`].
+pub type RemoveBytes =
+    Box<dyn FnOnce() -> futures::future::BoxFuture<'static, Result<(), String>> + Send>;
 
 /// A shared handle to the store.
 pub type Db = Arc<dyn MetadataStore>;

@@ -600,6 +600,59 @@ impl MetadataStore for PostgresStore {
             zero_since: r.get(2),
         }))
     }
+
+    async fn blob_gc_candidates(
+        &self,
+        storage_id: &str,
+        cutoff: i64,
+        limit: u32,
+    ) -> DbResult<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT hash FROM blobs WHERE storage_id = $1 AND refcount = 0 AND zero_since < $2
+                 ORDER BY zero_since LIMIT $3",
+                &[&storage_id, &cutoff, &(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn blob_gc_collect(
+        &self,
+        storage_id: &str,
+        hash: &str,
+        cutoff: i64,
+        remove: RemoveBytes,
+    ) -> DbResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        // SKIP LOCKED: a row a writer holds is being referenced right now.
+        let row = tx
+            .query_opt(
+                "SELECT 1 FROM blobs WHERE storage_id = $1 AND hash = $2 AND refcount = 0
+                 AND zero_since < $3 FOR UPDATE SKIP LOCKED",
+                &[&storage_id, &hash, &cutoff],
+            )
+            .await
+            .map_err(err)?;
+        if row.is_none() {
+            return Ok(false);
+        }
+        remove()
+            .await
+            .map_err(|e| DbError::Unavailable(format!("cannot delete blob {hash}: {e}")))?;
+        tx.execute(
+            "DELETE FROM blobs WHERE storage_id = $1 AND hash = $2",
+            &[&storage_id, &hash],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
 }
 
 const RESOURCE_COLUMNS: &str =

@@ -625,6 +625,63 @@ impl MetadataStore for SqliteStore {
         })
         .await
     }
+
+    async fn blob_gc_candidates(
+        &self,
+        storage_id: &str,
+        cutoff: i64,
+        limit: u32,
+    ) -> DbResult<Vec<String>> {
+        let storage = storage_id.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT hash FROM blobs WHERE storage_id = ?1 AND refcount = 0 AND zero_since < ?2
+                     ORDER BY zero_since LIMIT ?3",
+                )
+                .map_err(err)?;
+            stmt.query_map(params![storage, cutoff, limit], |r| r.get(0))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn blob_gc_collect(
+        &self,
+        storage_id: &str,
+        hash: &str,
+        cutoff: i64,
+        remove: RemoveBytes,
+    ) -> DbResult<bool> {
+        let (storage, hash) = (storage_id.to_string(), hash.to_string());
+        // The writer connection is the lock: no write runs while we hold it.
+        let runtime = tokio::runtime::Handle::current();
+        self.write_tx(move |c| {
+            let still = c
+                .query_row(
+                    "SELECT 1 FROM blobs WHERE storage_id = ?1 AND hash = ?2 AND refcount = 0 AND zero_since < ?3",
+                    params![storage, hash, cutoff],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(err)?;
+            if still.is_none() {
+                return Ok(false);
+            }
+            runtime
+                .block_on(remove())
+                .map_err(|e| DbError::Unavailable(format!("cannot delete blob {hash}: {e}")))?;
+            c.execute(
+                "DELETE FROM blobs WHERE storage_id = ?1 AND hash = ?2",
+                params![storage, hash],
+            )
+            .map_err(err)?;
+            Ok(true)
+        })
+        .await
+    }
 }
 
 const RESOURCE_COLUMNS: &str =

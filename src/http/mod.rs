@@ -66,6 +66,12 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         ))
     })?;
     tracing::info!(address = %addr, base_url = %app.config.base_url, "listening");
+    crate::blob::gc::spawn(
+        app.db.clone(),
+        app.blobs.clone(),
+        app.config.blob_gc_grace,
+        app.config.blob_gc_interval,
+    );
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -91,7 +91,8 @@ pub async fn patch(
         })?;
         let bytes = bytes::Bytes::from(rdf::serialize(&patched, syntax, &url));
         let stream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
-        let blob = app.blobs.put(stream, app.config.max_body_size).await?;
+        let upload = app.blobs.put(stream, app.config.max_body_size).await?;
+        let blob = upload.info.clone();
         // Write only over the version that was patched.
         let condition = match &current {
             Some(r) => Condition {
@@ -118,6 +119,7 @@ pub async fn patch(
             .await;
         match result {
             Ok(outcome) => {
+                app.blobs.finish(upload).await?;
                 return Ok(Written {
                     status: if outcome.created {
                         StatusCode::CREATED

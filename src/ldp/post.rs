@@ -40,13 +40,16 @@ pub async fn post(
         write::content_type(req)?
     };
     write::check_length(app, req)?;
+    let mut upload = None;
     let blob = if make_container {
         None
     } else {
         // Relative IRIs resolve against the container until the name is known.
         let stream = write::body_to_store(app, &content_type, &target.url(), body).await?;
-        let b = app.blobs.put(stream, app.config.max_body_size).await?;
-        Some((b.hash, b.size as i64))
+        let u = app.blobs.put(stream, app.config.max_body_size).await?;
+        let b = (u.info.hash.clone(), u.info.size as i64);
+        upload = Some(u);
+        Some(b)
     };
     let slug = req
         .get("slug")
@@ -79,6 +82,9 @@ pub async fn post(
             .await;
         match result {
             Ok(outcome) => {
+                if let Some(u) = upload {
+                    app.blobs.finish(u).await?;
+                }
                 return Ok(Written {
                     status: StatusCode::CREATED,
                     location: Some(target.url_of(&path)),

@@ -49,7 +49,8 @@ pub async fn put(
     let content_type = write::content_type(req)?;
     write::check_length(app, req)?;
     let stream = write::body_to_store(app, &content_type, &target.url(), body).await?;
-    let blob = app.blobs.put(stream, app.config.max_body_size).await?;
+    let upload = app.blobs.put(stream, app.config.max_body_size).await?;
+    let blob = upload.info.clone();
     let outcome = app
         .db
         .resource_put(&PutRequest {
@@ -63,6 +64,7 @@ pub async fn put(
             create_only: false,
         })
         .await?;
+    app.blobs.finish(upload).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
