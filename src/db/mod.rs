@@ -228,6 +228,17 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn blob_get(&self, storage_id: &str, hash: &str) -> DbResult<Option<BlobRecord>>;
 
+    /// Imports many resources in one transaction (bulk loads and pod
+    /// imports): each gets its version, ETag, outbox row and blob reference.
+    /// Items come parents first; each parent container must exist or come
+    /// earlier in `items`. Returns how many were imported.
+    async fn resource_import(
+        &self,
+        pod_id: &str,
+        storage_id: &str,
+        items: Vec<ImportItem>,
+    ) -> DbResult<u64>;
+
     /// Blobs unreferenced since before `cutoff` (ms): collection candidates.
     async fn blob_gc_candidates(
         &self,
@@ -343,6 +354,15 @@ pub struct PutOutcome {
     pub record: ResourceRecord,
     /// The blob the write stopped referencing, if any.
     pub replaced_hash: Option<String>,
+}
+
+/// One resource of a bulk import.
+#[derive(Debug, Clone)]
+pub struct ImportItem {
+    pub path: String,
+    pub content_type: String,
+    /// `(hash, size)`; `None` for a container.
+    pub blob: Option<(String, i64)>,
 }
 
 /// A row of `events`.

@@ -31,6 +31,13 @@ fn is_race(e: &tokio_postgres::Error) -> bool {
     })
 }
 
+fn tx_fail(e: TxError) -> DbError {
+    match e {
+        TxError::Race => DbError::Conflict("a concurrent write got in the way".into()),
+        TxError::Fail(e) => e,
+    }
+}
+
 /// A transaction's failure: retry it, or give up with this error.
 enum TxError {
     Race,
@@ -599,6 +606,94 @@ impl MetadataStore for PostgresStore {
             refcount: r.get(1),
             zero_since: r.get(2),
         }))
+    }
+
+    async fn resource_import(
+        &self,
+        pod_id: &str,
+        storage_id: &str,
+        items: Vec<ImportItem>,
+    ) -> DbResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        if tx
+            .query_opt("SELECT 1 FROM pods WHERE pod_id = $1 FOR SHARE", &[&pod_id])
+            .await
+            .map_err(err)?
+            .is_none()
+        {
+            return Err(DbError::NotFound);
+        }
+        let now = now_ms();
+        let mut touched = std::collections::BTreeSet::new();
+        let mut blob_counts: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        // Batches of arrays: one round trip per few thousand rows.
+        for batch in items.chunks(5000) {
+            let ids: Vec<i64> = tx
+                .query(
+                    "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1)",
+                    &[&(batch.len() as i32)],
+                )
+                .await
+                .map_err(err)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mut paths = Vec::with_capacity(batch.len());
+            let mut parents: Vec<Option<String>> = Vec::with_capacity(batch.len());
+            let mut types = Vec::with_capacity(batch.len());
+            let mut sizes = Vec::with_capacity(batch.len());
+            let mut hashes: Vec<Option<String>> = Vec::with_capacity(batch.len());
+            let mut etags = Vec::with_capacity(batch.len());
+            for (item, id) in batch.iter().zip(&ids) {
+                let hash = item.blob.as_ref().map(|(h, _)| h.clone());
+                etags.push(make_etag(*id, hash.as_deref()));
+                paths.push(item.path.clone());
+                parents.push(parent_of(&item.path));
+                types.push(item.content_type.clone());
+                sizes.push(item.blob.as_ref().map(|(_, s)| *s).unwrap_or(0));
+                if let Some((h, s)) = &item.blob {
+                    let entry = blob_counts.entry(h.clone()).or_insert((*s, 0));
+                    entry.1 += 1;
+                }
+                hashes.push(hash);
+                if let Some(p) = parent_of(&item.path) {
+                    touched.insert(p);
+                }
+            }
+            tx.execute(
+                "INSERT INTO events (id, pod_id, path, kind, version, etag, created_at)
+                 SELECT id, $1, path, 'create', id, etag, $2
+                 FROM unnest($3::bigint[], $4::text[], $5::text[]) AS t(id, path, etag)",
+                &[&pod_id, &now, &ids, &paths, &etags],
+            )
+            .await
+            .map_err(err)?;
+            tx.execute(
+                "INSERT INTO resources (pod_id, path, parent, content_type, size, content_hash, etag, version, modified_at)
+                 SELECT $1, path, parent, ctype, size, hash, etag, id, $2
+                 FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bigint[])
+                   AS t(path, parent, ctype, size, hash, etag, id)",
+                &[&pod_id, &now, &paths, &parents, &types, &sizes, &hashes, &etags, &ids],
+            )
+            .await
+            .map_err(|e| match err(e) {
+                DbError::Conflict(_) => DbError::Conflict("an imported path already exists".into()),
+                other => other,
+            })?;
+        }
+        for (hash, (size, count)) in blob_counts {
+            blob_ref(&tx, storage_id, &hash, size, count, now)
+                .await
+                .map_err(tx_fail)?;
+        }
+        for parent in touched {
+            touch_container(&tx, pod_id, &parent, now)
+                .await
+                .map_err(tx_fail)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(items.len() as u64)
     }
 
     async fn blob_gc_candidates(

@@ -626,6 +626,64 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn resource_import(
+        &self,
+        pod_id: &str,
+        storage_id: &str,
+        items: Vec<ImportItem>,
+    ) -> DbResult<u64> {
+        let (pod, storage) = (pod_id.to_string(), storage_id.to_string());
+        self.write_tx(move |c| {
+            if c.query_row("SELECT 1 FROM pods WHERE pod_id = ?1", [&pod], |_| Ok(()))
+                .optional()
+                .map_err(err)?
+                .is_none()
+            {
+                return Err(DbError::NotFound);
+            }
+            let now = now_ms();
+            let mut insert = c
+                .prepare_cached(&format!(
+                    "INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ))
+                .map_err(err)?;
+            let mut touched = std::collections::BTreeSet::new();
+            for item in &items {
+                let kind = "create";
+                let version = record_event(c, &pod, &item.path, kind, now)?;
+                let hash = item.blob.as_ref().map(|(h, _)| h.as_str());
+                let etag = make_etag(version, hash);
+                if hash.is_some() {
+                    set_event_etag(c, version, &etag)?;
+                }
+                insert
+                    .execute(params![
+                        pod,
+                        item.path,
+                        parent_of(&item.path),
+                        item.content_type,
+                        item.blob.as_ref().map(|(_, s)| *s).unwrap_or(0),
+                        hash,
+                        etag,
+                        version,
+                        now
+                    ])
+                    .map_err(err)?;
+                if let Some((h, size)) = &item.blob {
+                    blob_ref(c, &storage, h, *size, 1, now)?;
+                }
+                if let Some(parent) = parent_of(&item.path) {
+                    touched.insert(parent);
+                }
+            }
+            for parent in touched {
+                touch_container(c, &pod, &parent, now)?;
+            }
+            Ok(items.len() as u64)
+        })
+        .await
+    }
+
     async fn blob_gc_candidates(
         &self,
         storage_id: &str,
