@@ -43,6 +43,8 @@ pub struct App {
     pub storage_id: String,
     pub secret_key: Secret,
     pub admin_token: TokenOrigin,
+    /// Serialises PATCHes of one resource on this node.
+    pub patch_locks: crate::ldp::locks::Stripes,
 }
 
 /// Makes sure the root file path exists and is writable, before anything is put there.
@@ -143,6 +145,7 @@ impl App {
             storage_id,
             secret_key,
             admin_token,
+            patch_locks: Default::default(),
         })
     }
 }

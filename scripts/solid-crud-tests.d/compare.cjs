@@ -34,11 +34,17 @@ function shortMessage(messages) {
   if (!messages || !messages.length) return "";
   const text = stripAnsi(messages.join("\n"));
   const kept = [];
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
+  const all = text.split("\n").map((l) => l.trim());
+  for (let i = 0; i < all.length && kept.length < 4; i++) {
+    let line = all[i];
     if (!line || line.startsWith("at ") || line === "● Test suite failed to run") continue;
-    if (!kept.length || /^(Expected|Received|- Expected|\+ Received)/.test(line)) kept.push(line);
-    if (kept.length >= 4) break;
+    if (kept.length && !/^(Expected|Received|- Expected|\+ Received)/.test(line)) continue;
+    // "Received:" with its value on the next line (jest-extended matchers).
+    if (line.endsWith(":") && i + 1 < all.length && all[i + 1] && !all[i + 1].startsWith("at ")) {
+      const value = all[++i];
+      line += " " + (value.length > 100 ? value.slice(0, 97) + "..." : value);
+    }
+    kept.push(line);
   }
   const short = kept.join(" | ");
   return short.length > 300 ? short.slice(0, 297) + "..." : short;

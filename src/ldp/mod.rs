@@ -7,6 +7,7 @@ pub mod delete;
 pub mod error;
 pub mod get;
 pub mod headers;
+pub mod locks;
 pub mod patch;
 pub mod post;
 pub mod put;

@@ -49,9 +49,10 @@ pub async fn patch(
         ));
     }
     let patch_body = write::read_limited(body_stream(body), 1 << 20).await?;
+    let _serial = app.patch_locks.lock(&target.pod, &target.path).await;
     let client_condition = write::condition(req);
     let url = target.url();
-    for _ in 0..8 {
+    for _ in 0..16 {
         let current = app.db.resource_get(&target.pod, &target.path).await?;
         if !client_condition.allows(current.as_ref()) {
             return Err(DbError::PreconditionFailed.into());
