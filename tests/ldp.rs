@@ -696,6 +696,42 @@ async fn rdf(pod: &Pod) {
         .unwrap();
     assert!(back.text().await.unwrap().contains("Posted"));
 
+    // RDFa in XHTML is served as RDF on request; the page itself as stored.
+    let page = r#"<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml" xmlns:foaf="http://xmlns.com/foaf/0.1/"><body><span property="foaf:name">Jerry</span></body></html>"#;
+    let put = pod
+        .put(
+            "/rdf/page.html",
+            page,
+            &[("content-type", "application/xhtml+xml; charset=utf-8")],
+        )
+        .await;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let turtle = pod
+        .get("/rdf/page.html", &[("accept", "text/turtle")])
+        .await;
+    assert_eq!(h(&turtle, "content-type"), "text/turtle");
+    assert!(turtle.text().await.unwrap().contains("\"Jerry\""));
+    assert_eq!(
+        pod.get("/rdf/page.html", &[]).await.text().await.unwrap(),
+        page
+    );
+    let broken = pod
+        .put(
+            "/rdf/broken.html",
+            "<html><p>open",
+            &[("content-type", "text/html")],
+        )
+        .await;
+    assert_eq!(
+        broken.status(),
+        StatusCode::CREATED,
+        "HTML is stored unchecked"
+    );
+    let none = pod
+        .get("/rdf/broken.html", &[("accept", "text/turtle")])
+        .await;
+    assert_eq!(none.status(), StatusCode::NOT_ACCEPTABLE);
+
     // N3 Patch.
     let rename = r#"@prefix solid: <http://www.w3.org/ns/solid/terms#>. @prefix foaf: <http://xmlns.com/foaf/0.1/>.
         _:p a solid:InsertDeletePatch;

@@ -42,7 +42,7 @@ pub async fn get(
         (Some(Syntax::Turtle), "text/turtle")
     } else {
         (
-            rdf::input_syntax(&record.content_type),
+            rdf::readable_syntax(&record.content_type),
             record.content_type.as_str(),
         )
     };
@@ -62,11 +62,18 @@ pub async fn get(
             } else {
                 write::read_stored(app, &record).await?
             };
-            let triples =
-                rdf::parse(&stored, stored_syntax.expect("RDF"), &target.url()).map_err(|e| {
-                    tracing::error!(error = %e, "a stored RDF document does not parse");
-                    LdpError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored RDF is damaged")
-                })?;
+            let from = stored_syntax.expect("RDF");
+            let triples = rdf::parse(&stored, from, &target.url()).map_err(|e| {
+                if from == Syntax::Rdfa {
+                    // HTML is stored unchecked: failing to read RDFa is the client's answer.
+                    return LdpError::new(
+                        StatusCode::NOT_ACCEPTABLE,
+                        format!("no RDF can be read from this document ({e})"),
+                    );
+                }
+                tracing::error!(error = %e, "a stored RDF document does not parse");
+                LdpError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored RDF is damaged")
+            })?;
             let out = rdf::serialize(&triples, syntax, &target.url());
             set(&mut h, header::CONTENT_TYPE, syntax.media_type());
             set(&mut h, header::CONTENT_LENGTH, &out.len().to_string());

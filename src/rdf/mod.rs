@@ -3,6 +3,7 @@
 //! `patch.rs`. Remote JSON-LD contexts are never fetched.
 
 pub mod patch;
+pub mod rdfa;
 
 use oxigraph::io::{JsonLdProfileSet, RdfFormat, RdfParser, RdfSerializer};
 use oxigraph::model::{GraphName, Triple};
@@ -16,6 +17,8 @@ pub enum Syntax {
     /// Output only (and the language of N3 Patch).
     N3,
     RdfXml,
+    /// Input only: RDFa in XHTML, read for conversion, never validated on upload.
+    Rdfa,
 }
 
 impl Syntax {
@@ -26,6 +29,7 @@ impl Syntax {
             Syntax::NTriples => "application/n-triples",
             Syntax::N3 => "text/n3",
             Syntax::RdfXml => "application/rdf+xml",
+            Syntax::Rdfa => "application/xhtml+xml",
         }
     }
 
@@ -37,7 +41,7 @@ impl Syntax {
             },
             Syntax::NTriples => RdfFormat::NTriples,
             Syntax::N3 => RdfFormat::N3,
-            Syntax::RdfXml => RdfFormat::RdfXml,
+            Syntax::RdfXml | Syntax::Rdfa => RdfFormat::RdfXml,
         }
     }
 
@@ -72,8 +76,23 @@ pub fn input_syntax(content_type: &str) -> Option<Syntax> {
     }
 }
 
+/// The syntax a stored document can be read in for conversion: the RDF
+/// syntaxes, plus RDFa in XHTML.
+pub fn readable_syntax(content_type: &str) -> Option<Syntax> {
+    input_syntax(content_type).or_else(|| {
+        matches!(
+            essence(content_type).as_str(),
+            "application/xhtml+xml" | "text/html"
+        )
+        .then_some(Syntax::Rdfa)
+    })
+}
+
 /// Parses a document; the error names the line and column.
 pub fn parse(bytes: &[u8], syntax: Syntax, base: &str) -> Result<Vec<Triple>, String> {
+    if syntax == Syntax::Rdfa {
+        return rdfa::extract(bytes, base);
+    }
     let parser = RdfParser::from_format(syntax.format())
         .with_base_iri(base)
         .map_err(|e| format!("invalid base IRI: {e}"))?
