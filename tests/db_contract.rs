@@ -176,7 +176,7 @@ const H1: &str = "11111111111111111111111111111111111111111111111111111111111111
 const H2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
 async fn resources(db: &Db) {
-    let root = db.pod_create_with_root(&pod("carl", "a")).await.unwrap();
+    let root = db.pod_create(&pod("carl", "a")).await.unwrap();
     assert_eq!((root.path.as_str(), root.parent.as_deref()), ("/", None));
     let start = db.events_after(0, 10_000).await.unwrap().last().unwrap().id;
 

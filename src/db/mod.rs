@@ -171,8 +171,6 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn admin_token_add(&self, token_hash: &str, created_by: &str) -> DbResult<()>;
     async fn admin_token_exists(&self, token_hash: &str) -> DbResult<bool>;
 
-    /// Creates a pod; `Conflict` if the name or base URL is taken.
-    async fn pod_create(&self, pod: &PodRecord) -> DbResult<()>;
     async fn pod_get(&self, pod_id: &str) -> DbResult<Option<PodRecord>>;
     async fn pod_list(&self) -> DbResult<Vec<PodRecord>>;
 
@@ -194,8 +192,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The pod's active migration, if any.
     async fn migration_active(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>>;
 
-    /// Creates a pod with its root container, in one transaction.
-    async fn pod_create_with_root(&self, pod: &PodRecord) -> DbResult<ResourceRecord>;
+    /// Creates a pod with its root container, in one transaction;
+    /// `Conflict` if the name or base URL is taken.
+    async fn pod_create(&self, pod: &PodRecord) -> DbResult<ResourceRecord>;
 
     async fn resource_get(&self, pod_id: &str, path: &str) -> DbResult<Option<ResourceRecord>>;
 

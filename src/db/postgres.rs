@@ -357,25 +357,6 @@ impl MetadataStore for PostgresStore {
         Ok(row.is_some())
     }
 
-    async fn pod_create(&self, p: &PodRecord) -> DbResult<()> {
-        self.client()
-            .await?
-            .execute(
-                &format!("INSERT INTO pods ({POD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
-                &[
-                    &p.pod_id,
-                    &p.base_url,
-                    &p.node_id,
-                    &p.storage_id,
-                    &p.owner,
-                    &p.created_at,
-                ],
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
-    }
-
     async fn pod_get(&self, pod_id: &str) -> DbResult<Option<PodRecord>> {
         let row = self
             .client()
@@ -478,7 +459,7 @@ impl MetadataStore for PostgresStore {
         row.as_ref().map(migration_row).transpose()
     }
 
-    async fn pod_create_with_root(&self, pod: &PodRecord) -> DbResult<ResourceRecord> {
+    async fn pod_create(&self, pod: &PodRecord) -> DbResult<ResourceRecord> {
         let p = pod.clone();
         self.retrying(move |tx| {
             let p = p.clone();

@@ -362,26 +362,6 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn pod_create(&self, pod: &PodRecord) -> DbResult<()> {
-        let p = pod.clone();
-        self.write(move |c| {
-            c.execute(
-                &format!("INSERT INTO pods ({POD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                params![
-                    p.pod_id,
-                    p.base_url,
-                    p.node_id,
-                    p.storage_id,
-                    p.owner,
-                    p.created_at
-                ],
-            )
-            .map_err(err)?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn pod_get(&self, pod_id: &str) -> DbResult<Option<PodRecord>> {
         let id = pod_id.to_string();
         self.read(move |c| {
@@ -508,7 +488,7 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn pod_create_with_root(&self, pod: &PodRecord) -> DbResult<ResourceRecord> {
+    async fn pod_create(&self, pod: &PodRecord) -> DbResult<ResourceRecord> {
         let p = pod.clone();
         self.write_tx(move |c| {
             c.execute(
@@ -642,11 +622,6 @@ impl MetadataStore for SqliteStore {
                 return Err(DbError::NotFound);
             }
             let now = now_ms();
-            let mut insert = c
-                .prepare_cached(&format!(
-                    "INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ))
-                .map_err(err)?;
             let mut touched = std::collections::BTreeSet::new();
             for item in &items {
                 let kind = "create";
@@ -656,19 +631,21 @@ impl MetadataStore for SqliteStore {
                 if hash.is_some() {
                     set_event_etag(c, version, &etag)?;
                 }
-                insert
-                    .execute(params![
-                        pod,
-                        item.path,
-                        parent_of(&item.path),
-                        item.content_type,
-                        item.blob.as_ref().map(|(_, s)| *s).unwrap_or(0),
-                        hash,
+                insert_resource(
+                    c,
+                    &ResourceRecord {
+                        pod_id: pod.clone(),
+                        path: item.path.clone(),
+                        parent: parent_of(&item.path),
+                        content_type: item.content_type.clone(),
+                        size: item.blob.as_ref().map(|(_, s)| *s).unwrap_or(0),
+                        content_hash: hash.map(str::to_string),
                         etag,
                         version,
-                        now
-                    ])
-                    .map_err(err)?;
+                        modified_at: now,
+                    },
+                    false,
+                )?;
                 if let Some((h, size)) = &item.blob {
                     blob_ref(c, &storage, h, *size, 1, now)?;
                 }
@@ -795,6 +772,35 @@ fn set_event_etag(c: &Connection, id: i64, etag: &str) -> DbResult<()> {
     Ok(())
 }
 
+/// Writes a resource row; `upsert` replaces an existing row of that path.
+fn insert_resource(c: &Connection, r: &ResourceRecord, upsert: bool) -> DbResult<()> {
+    let on_conflict = if upsert {
+        "ON CONFLICT (pod_id, path) DO UPDATE SET content_type = excluded.content_type,
+           size = excluded.size, content_hash = excluded.content_hash, etag = excluded.etag,
+           version = excluded.version, modified_at = excluded.modified_at"
+    } else {
+        ""
+    };
+    c.prepare_cached(&format!(
+        "INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) {on_conflict}"
+    ))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            r.pod_id,
+            r.path,
+            r.parent,
+            r.content_type,
+            r.size,
+            r.content_hash,
+            r.etag,
+            r.version,
+            r.modified_at
+        ])
+    })
+    .map_err(err)?;
+    Ok(())
+}
+
 /// Inserts a container row (used for pod roots and missing ancestors).
 fn insert_container(c: &Connection, pod: &str, path: &str, now: i64) -> DbResult<ResourceRecord> {
     let version = record_event(c, pod, path, "create", now)?;
@@ -809,23 +815,7 @@ fn insert_container(c: &Connection, pod: &str, path: &str, now: i64) -> DbResult
         version,
         modified_at: now,
     };
-    c.execute(
-        &format!(
-            "INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-        ),
-        params![
-            record.pod_id,
-            record.path,
-            record.parent,
-            record.content_type,
-            record.size,
-            record.content_hash,
-            record.etag,
-            record.version,
-            record.modified_at
-        ],
-    )
-    .map_err(err)?;
+    insert_resource(c, &record, false)?;
     Ok(record)
 }
 
@@ -935,26 +925,7 @@ fn put_in(c: &Connection, req: &PutRequest) -> DbResult<PutOutcome> {
                 modified_at: now,
             };
             set_event_etag(c, version, &record.etag)?;
-            c.execute(
-                &format!(
-                    "INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (pod_id, path) DO UPDATE SET content_type = excluded.content_type,
-                       size = excluded.size, content_hash = excluded.content_hash, etag = excluded.etag,
-                       version = excluded.version, modified_at = excluded.modified_at"
-                ),
-                params![
-                    record.pod_id,
-                    record.path,
-                    record.parent,
-                    record.content_type,
-                    record.size,
-                    record.content_hash,
-                    record.etag,
-                    record.version,
-                    record.modified_at
-                ],
-            )
-            .map_err(err)?;
+            insert_resource(c, &record, true)?;
             blob_ref(c, &storage, hash, *size, 1, now)?;
             record
         }

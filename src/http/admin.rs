@@ -110,7 +110,7 @@ pub async fn create_pod(
         owner: req.owner.clone(),
         created_at: crate::db::now_ms(),
     };
-    match app.db.pod_create_with_root(&record).await {
+    match app.db.pod_create(&record).await {
         Ok(_) => {
             tracing::info!(pod = %record.pod_id, public_write = req.public_write, "created pod");
             (StatusCode::CREATED, Json(pod_json(&record))).into_response()
