@@ -1,12 +1,15 @@
 -- wrk script for scripts/bench-ldp.
 --
 --   wrk ... -s bench.lua URL -- get
+--   wrk ... -s bench.lua URL -- get-bulk
 --   wrk ... -s bench.lua URL -- put PREFIX
 --
--- "get" sends the same request again and again (wrk's fast static path; the
--- response body is not handed to Lua). "put" sends a PUT of a new small Turtle
--- document for every request, at URL's path + PREFIX-<thread>-<n>.ttl, and
--- counts the response statuses.
+-- "get" sends the same request again and again and counts the response
+-- statuses. "get-bulk" does the same without counting: wrk then skips handing
+-- each response to Lua, which would copy every body (10 MiB ones, say) on the
+-- machine that also runs the server; wrk still counts statuses >= 400.
+-- "put" sends a PUT of a new small Turtle document for every request, at
+-- URL's path + PREFIX-<thread>-<n>.ttl, and counts the response statuses.
 --
 -- done() prints one machine-readable line starting with "BENCH " (latencies in
 -- microseconds), which the bash script parses.
@@ -47,7 +50,10 @@ function init(args)
     put_headers = { ["Content-Type"] = "text/turtle" }
     request = put_request
     response = count_status
-  elseif mode ~= "get" then
+  elseif mode == "get" then
+    statuses = {}
+    response = count_status
+  elseif mode ~= "get-bulk" then
     error("bench.lua: unknown mode " .. mode)
   end
 end
