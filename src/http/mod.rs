@@ -72,6 +72,13 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         app.config.blob_gc_grace,
         app.config.blob_gc_interval,
     );
+    // Without TCP_NODELAY, small keep-alive responses wait on the client's
+    // delayed ACK (~40 ms each); see docs/benchmarks.md.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await
