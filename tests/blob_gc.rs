@@ -77,6 +77,25 @@ async fn unreferenced_bytes_are_collected_and_racing_uploads_survive() {
         .unwrap();
     assert_eq!(got.bytes().await.unwrap().as_ref(), b"shared");
 
+    // Bytes of a refused write (412) do not stay on disk.
+    let refused = client
+        .put(format!("{base}/shared-2.bin"))
+        .header("content-type", "application/octet-stream")
+        .header("if-match", "\"stale\"")
+        .body(&b"refused bytes"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::PRECONDITION_FAILED);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while blob_path(&root, b"refused bytes").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "bytes of a refused write were never collected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // Identical uploads racing the collector (grace 0, every 20 ms): the
     // same bytes are released and referenced again and again.
     let mut tasks = Vec::new();

@@ -238,6 +238,11 @@ pub trait MetadataStore: Send + Sync + 'static {
         items: Vec<ImportItem>,
     ) -> DbResult<u64>;
 
+    /// Records bytes that were uploaded but whose write was refused (412,
+    /// 409 …): a row with no references, so the collector removes them after
+    /// the grace period. A row that already exists is left as it is.
+    async fn blob_orphan(&self, storage_id: &str, hash: &str, size: i64) -> DbResult<()>;
+
     /// Blobs unreferenced since before `cutoff` (ms): collection candidates.
     async fn blob_gc_candidates(
         &self,

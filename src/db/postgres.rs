@@ -677,6 +677,19 @@ impl MetadataStore for PostgresStore {
         Ok(items.len() as u64)
     }
 
+    async fn blob_orphan(&self, storage_id: &str, hash: &str, size: i64) -> DbResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO blobs (storage_id, hash, size, refcount, zero_since) VALUES ($1, $2, $3, 0, $4)
+                 ON CONFLICT (storage_id, hash) DO NOTHING",
+                &[&storage_id, &hash, &size, &now_ms()],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     async fn blob_gc_candidates(
         &self,
         storage_id: &str,

@@ -661,6 +661,20 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn blob_orphan(&self, storage_id: &str, hash: &str, size: i64) -> DbResult<()> {
+        let (storage, hash) = (storage_id.to_string(), hash.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO blobs (storage_id, hash, size, refcount, zero_since) VALUES (?1, ?2, ?3, 0, ?4)
+                 ON CONFLICT (storage_id, hash) DO NOTHING",
+                params![storage, hash, size, now_ms()],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn blob_gc_candidates(
         &self,
         storage_id: &str,

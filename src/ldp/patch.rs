@@ -132,8 +132,14 @@ pub async fn patch(
                 });
             }
             // Someone wrote in between: patch the new version.
-            Err(DbError::PreconditionFailed) => continue,
-            Err(e) => return Err(e.into()),
+            Err(DbError::PreconditionFailed) => {
+                write::release(app, upload).await;
+                continue;
+            }
+            Err(e) => {
+                write::release(app, upload).await;
+                return Err(e.into());
+            }
         }
     }
     Err(LdpError::unavailable(

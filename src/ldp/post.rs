@@ -93,8 +93,16 @@ pub async fn post(
             }
             // The name is taken (by a document or a container): pick another.
             Err(DbError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                if let Some(u) = upload {
+                    write::release(app, u).await;
+                }
+                return Err(e.into());
+            }
         }
+    }
+    if let Some(u) = upload {
+        write::release(app, u).await;
     }
     Err(LdpError::new(
         StatusCode::CONFLICT,

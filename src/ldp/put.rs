@@ -63,7 +63,14 @@ pub async fn put(
             condition,
             create_only: false,
         })
-        .await?;
+        .await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            write::release(app, upload).await;
+            return Err(e.into());
+        }
+    };
     app.blobs.finish(upload).await?;
     let status = if outcome.created {
         StatusCode::CREATED

@@ -154,3 +154,16 @@ pub async fn read_stored(app: &App, record: &ResourceRecord) -> Result<bytes::By
     let stream = app.blobs.get(hash, None).await?;
     read_limited(stream, u64::MAX).await
 }
+
+/// A write was refused after its bytes were stored: leave them to the
+/// collector instead of on disk forever.
+pub async fn release(app: &App, upload: crate::blob::Upload) {
+    let info = &upload.info;
+    if let Err(e) = app
+        .db
+        .blob_orphan(app.blobs.storage_id(), &info.hash, info.size as i64)
+        .await
+    {
+        tracing::warn!(error = %e, hash = %info.hash, "cannot record unreferenced bytes");
+    }
+}
