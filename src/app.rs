@@ -43,6 +43,8 @@ pub struct App {
     pub storage_id: String,
     pub secret_key: Secret,
     pub admin_token: TokenOrigin,
+    /// Counters and histograms served at `/.cluster/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Serialises PATCHes of one resource on this node.
     pub patch_locks: crate::ldp::locks::Stripes,
 }
@@ -73,19 +75,23 @@ impl App {
     /// registration. Each step fails with a message naming what to fix.
     pub async fn start(config: Config) -> Result<App, StartupError> {
         let config = Arc::new(config);
-        if config.s3.is_some() {
-            return Err(StartupError(
-                "S3 storage (CSS_MINIO_ENDPOINT) is not available in this version of xpod yet; unset CSS_MINIO_ENDPOINT to use local storage".into(),
-            ));
-        }
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         prepare_root(&config.root)?;
         let (node_id, id_source) =
             identity::resolve(config.node_id.as_deref(), &config.node_id_path).map_err(fail)?;
         let key = keys::load_or_create(&config.root.join("node.key")).map_err(fail)?;
         let db = db::open(&config.database).await.map_err(fail)?;
-        let blobs: Blobs =
-            Arc::new(blob::fs::FsBlobStore::open(&blob::fs::blob_dir(&config.root)).map_err(fail)?);
+        let blobs: Blobs = if config.s3.is_some() {
+            Arc::new(
+                blob::tiered::TieredStore::open(&config, &db, metrics.clone())
+                    .await
+                    .map_err(StartupError)?,
+            )
+        } else {
+            Arc::new(blob::fs::FsBlobStore::open(&blob::fs::blob_dir(&config.root)).map_err(fail)?)
+        };
         let storage_id = blobs.storage_id().to_string();
+        check_pods_storage(&db, &node_id, &storage_id).await?;
         let secret_key = secret::ensure(&config, &db, &node_id).await.map_err(fail)?;
 
         let (internal_ip, address_source) = address::detect(config.internal_ip, config.pod_ip);
@@ -145,7 +151,28 @@ impl App {
             storage_id,
             secret_key,
             admin_token,
+            metrics,
             patch_locks: Default::default(),
         })
     }
+}
+
+/// Refuses to start when this node owns pods whose bytes live in another
+/// storage than the one it is configured with: serving them would answer 404
+/// (or 500) for every resource.
+async fn check_pods_storage(db: &Db, node_id: &str, storage_id: &str) -> Result<(), StartupError> {
+    let pods = db.pod_list().await.map_err(fail)?;
+    let elsewhere: Vec<_> = pods
+        .iter()
+        .filter(|p| p.node_id == node_id && p.storage_id != storage_id)
+        .collect();
+    if let Some(first) = elsewhere.first() {
+        return Err(StartupError(format!(
+            "this node owns {} pod(s) (e.g. {}) stored in storage {}, but its configured storage is {storage_id}; restore the previous storage settings (CSS_MINIO_ENDPOINT, CSS_MINIO_BUCKET_NAME, or the blobs under the root file path)",
+            elsewhere.len(),
+            first.base_url,
+            first.storage_id
+        )));
+    }
+    Ok(())
 }

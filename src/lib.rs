@@ -12,7 +12,9 @@
 //! - [`node`]: this node's identity, key pair and internal address.
 //! - [`db`]: the metadata store trait and its SQLite and PostgreSQL backends.
 //! - [`rdf`]: RDF parsing, serialising, content negotiation, N3 Patch and SPARQL Update.
-//! - [`blob`]: content-addressed byte storage (`BlobStore`; local filesystem).
+//! - [`blob`]: content-addressed byte storage (`BlobStore`): the local
+//!   filesystem, or S3 behind a bounded local cache (tiered).
+//! - [`metrics`]: counters and histograms in the Prometheus text format.
 //! - [`config`]: the typed configuration and its layers.
 //! - [`fsutil`]: durable small-file writes.
 //!
@@ -28,6 +30,7 @@ pub mod db;
 pub mod fsutil;
 pub mod http;
 pub mod ldp;
+pub mod metrics;
 pub mod node;
 pub mod pod;
 pub mod rdf;

@@ -43,7 +43,7 @@ impl Pod {
     }
 }
 
-fn start(dir: &Path, database_url: Option<&str>) -> Pod {
+fn start(dir: &Path, database_url: Option<&str>, extra: &[(&'static str, String)]) -> Pod {
     let root = dir.join("root");
     let root_s = root.to_str().unwrap().to_string();
     let port = support::free_port("127.0.0.1");
@@ -58,6 +58,9 @@ fn start(dir: &Path, database_url: Option<&str>) -> Pod {
     ];
     if let Some(url) = database_url {
         env.push(("CSS_DATABASE_URL", url));
+    }
+    for (k, v) in extra {
+        env.push((k, v.as_str()));
     }
     let server = Server::start("127.0.0.1", &env, dir);
     create_pod(&root, server.port, "crud", &env[1..]);
@@ -523,7 +526,7 @@ async fn battery(pod: Pod) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldp_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    battery(start(dir.path(), None)).await;
+    battery(start(dir.path(), None, &[])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,7 +534,22 @@ async fn ldp_on_postgres() {
     let pg = Postgres::start();
     let url = pg.create_database("ldp");
     let dir = tempfile::tempdir().unwrap();
-    battery(start(dir.path(), Some(&url))).await;
+    battery(start(dir.path(), Some(&url), &[])).await;
+}
+
+/// The same battery with pod bytes in S3 (Garage) behind the local cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldp_on_s3_tiered_store() {
+    let pg = Postgres::start();
+    let url = pg.create_database("ldp");
+    let garage = support::Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = garage.env();
+    extra.push((
+        "CSS_CACHE_PATH",
+        dir.path().join("cache").display().to_string(),
+    ));
+    battery(start(dir.path(), Some(&url), &extra)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

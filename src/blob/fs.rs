@@ -215,6 +215,18 @@ impl BlobStore for FsBlobStore {
                 .await
                 .unwrap_or(false))
     }
+
+    async fn check_identity(&self) -> Result<(), String> {
+        match read_storage_id(&self.dir) {
+            Ok(Some(id)) if id == self.storage_id => Ok(()),
+            Ok(found) => Err(format!(
+                "the storage marker {} now holds {found:?}, not this node's storage id {}; collection is stopped until the marker is restored",
+                self.dir.join(MARKER).display(),
+                self.storage_id
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

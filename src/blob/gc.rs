@@ -16,6 +16,8 @@ pub async fn collect_once(
 ) -> Result<usize, String> {
     let cutoff = now_ms() - grace.as_millis() as i64;
     let storage = blobs.storage_id().to_string();
+    // Never delete from a storage that is not (or no longer) ours.
+    blobs.check_identity().await?;
     let mut collected = 0;
     loop {
         let candidates = db

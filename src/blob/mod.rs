@@ -5,8 +5,11 @@
 //! byte range. Which blobs are still referenced is the metadata store's
 //! business (the `blobs` table); a store only holds bytes.
 
+pub mod cache;
 pub mod fs;
 pub mod gc;
+pub mod s3;
+pub mod tiered;
 
 use std::sync::Arc;
 
@@ -78,6 +81,15 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, hash: &str) -> Result<(), BlobError>;
 
     async fn exists(&self, hash: &str) -> Result<bool, BlobError>;
+
+    /// Re-reads the storage's marker and confirms it still names this
+    /// store's id; the collector calls it before deleting anything.
+    async fn check_identity(&self) -> Result<(), String>;
+
+    /// Whether this store has cache and S3 metrics to report.
+    fn metrics_enabled(&self) -> bool {
+        false
+    }
 }
 
 pub type Blobs = Arc<dyn BlobStore>;

@@ -263,7 +263,21 @@ pub trait MetadataStore: Send + Sync + 'static {
         cutoff: i64,
         remove: RemoveBytes,
     ) -> DbResult<bool>;
+
+    /// Runs `work` while holding the cluster-wide lock `key`: a PostgreSQL
+    /// session advisory lock, or a process-wide lock on SQLite (one node).
+    /// For decisions that span the database and something outside it, such
+    /// as creating a bucket's storage marker.
+    async fn with_cluster_lock(
+        &self,
+        key: i64,
+        work: LockedWork,
+    ) -> DbResult<Result<String, String>>;
 }
+
+/// Work done under [`MetadataStore::with_cluster_lock`].
+pub type LockedWork =
+    Box<dyn FnOnce() -> futures::future::BoxFuture<'static, Result<String, String>> + Send>;
 
 /// Deletes a blob's bytes, for [`MetadataStore::blob_gc_collect`].
 pub type RemoveBytes =

@@ -709,6 +709,30 @@ impl MetadataStore for PostgresStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    async fn with_cluster_lock(
+        &self,
+        key: i64,
+        work: super::LockedWork,
+    ) -> DbResult<Result<String, String>> {
+        // A session lock on a connection of its own: it is held across the
+        // work's own database calls, and dropped if this connection dies.
+        let client = self.client().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&key])
+            .await
+            .map_err(err)?;
+        let outcome = work().await;
+        if let Err(e) = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&key])
+            .await
+        {
+            // Never hand a connection holding the lock back to the pool.
+            drop(deadpool_postgres::Object::take(client));
+            tracing::warn!(error = %e, "cannot release an advisory lock; dropped its connection");
+        }
+        Ok(outcome)
+    }
+
     async fn blob_gc_collect(
         &self,
         storage_id: &str,

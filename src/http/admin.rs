@@ -142,3 +142,16 @@ pub async fn list_pods(_admin: Admin, State(app): State<Arc<App>>) -> Response {
         }
     }
 }
+
+/// `GET /.cluster/metrics`: Prometheus text format, for administrators.
+pub async fn metrics(_: Admin, State(app): State<Arc<App>>) -> Response {
+    let text = app.metrics.render(app.blobs.metrics_enabled());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

@@ -25,6 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
     let served_by = HeaderValue::from_str(&app.node.id).expect("node ids are header-safe");
     Router::new()
         .route(HEALTH_PATH, get(health))
+        .route("/.cluster/metrics", get(admin::metrics))
         .route(
             "/.cluster/pods",
             post(admin::create_pod).get(admin::list_pods),
@@ -33,7 +34,23 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(cors::cors))
         .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), count))
         .with_state(app)
+}
+
+/// Counts every request and times it to the response head.
+async fn count(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    app.metrics
+        .requests
+        .record(method.as_str(), resp.status().as_u16(), started.elapsed());
+    resp
 }
 
 /// Public and minimal: says whether this node can serve, nothing more.

@@ -401,3 +401,140 @@ pub fn vm_hwm(pid: u32) -> u64 {
     let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kb * 1024
 }
+
+/// A throwaway single-node Garage (a real S3 server) on free loopback ports,
+/// with a default bucket and key. The binary comes from `XPOD_GARAGE_BIN`
+/// or the cache `scripts/garage` builds into.
+pub struct Garage {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub port: u16,
+    rpc_port: u16,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+}
+
+pub fn garage_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("XPOD_GARAGE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let bin = PathBuf::from(home).join(".cache/xpod-ci/garage-2.5.0/bin/garage");
+    assert!(
+        bin.exists(),
+        "the S3 server for these tests is not built: run scripts/garage (builds Garage once, ~12 min) or set XPOD_GARAGE_BIN"
+    );
+    bin
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut buf)
+        .unwrap();
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Garage {
+    pub fn start() -> Garage {
+        let dir = tempfile::Builder::new()
+            .prefix("xpod-garage-")
+            .tempdir()
+            .unwrap();
+        let port = free_port("127.0.0.1");
+        let rpc_port = free_port("127.0.0.1");
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("garage.toml"),
+            format!(
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{}\"\n\n\
+                 [s3_api]\ns3_region = \"us-east-1\"\napi_bind_addr = \"127.0.0.1:{port}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n",
+                random_hex(32)
+            ),
+        )
+        .unwrap();
+        let mut garage = Garage {
+            dir,
+            child: None,
+            port,
+            rpc_port,
+            access_key: format!("GK{}", random_hex(12)),
+            secret_key: random_hex(32),
+            bucket: "xpod".into(),
+        };
+        garage.resume();
+        garage
+    }
+
+    /// Starts (again) on the same data and ports.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("garage.log"))
+            .unwrap();
+        let child = Command::new(garage_bin())
+            .arg("-c")
+            .arg(self.dir.path().join("garage.toml"))
+            .args(["server", "--single-node", "--default-bucket"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", &self.access_key)
+            .env("GARAGE_DEFAULT_SECRET_KEY", &self.secret_key)
+            .env("GARAGE_DEFAULT_BUCKET", &self.bucket)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Ready when the S3 port answers HTTP (any status).
+        while http_get("127.0.0.1", self.port, "/").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "Garage did not start; log:\n{}",
+                std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (its data stays), as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `CSS_MINIO_*` settings for xpod.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CSS_MINIO_ENDPOINT", self.endpoint()),
+            ("CSS_MINIO_BUCKET_NAME", self.bucket.clone()),
+            ("CSS_MINIO_ACCESS_KEY", self.access_key.clone()),
+            ("CSS_MINIO_SECRET_KEY", self.secret_key.clone()),
+        ]
+    }
+
+    /// Garage's data directory (objects are stored under it).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
