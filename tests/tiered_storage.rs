@@ -420,3 +420,82 @@ fn wrong_s3_credentials_stop_the_start_with_a_clear_error() {
         "check CSS_MINIO_ACCESS_KEY and CSS_MINIO_SECRET_KEY",
     );
 }
+
+/// xpod's own S3 client, pointed at the test's Garage.
+fn bucket(garage: &Garage) -> xpod::blob::s3::S3Store {
+    let config = xpod::config::S3Config {
+        endpoint: garage.endpoint().parse().unwrap(),
+        bucket: garage.bucket.clone(),
+        access_key: xpod::config::Secret::new(garage.access_key.clone()),
+        secret_key: xpod::config::Secret::new(garage.secret_key.clone()),
+        region: "us-east-1".into(),
+    };
+    xpod::blob::s3::S3Store::new(&config, Default::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_deletes_nothing_from_a_bucket_whose_marker_changed() {
+    let garage = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = node_env(
+        dir.path(),
+        &garage,
+        &[
+            ("CSS_BLOB_GC_GRACE", "0s"),
+            ("CSS_BLOB_GC_INTERVAL", "200ms"),
+        ],
+    );
+    let node = Node::start(dir.path(), env, true);
+    let s3 = bucket(&garage);
+    let marker = s3.get_small("xpod-storage-id").await.unwrap().unwrap();
+    let (kept, collected) = (body(11, 3000), body(12, 3000));
+    let hash = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+
+    // With the marker intact, unreferenced bytes are collected.
+    assert_eq!(node.put("gone", collected.clone()).await.status(), 201);
+    assert!(s3.exists(&hash(&collected)).await.unwrap());
+    let resp = node.client.delete(node.url("gone")).send().await.unwrap();
+    assert_eq!(resp.status(), 205);
+    wait_for(|| async { !s3.exists(&hash(&collected)).await.unwrap() }).await;
+
+    // Someone points the bucket at another storage: nothing more is deleted.
+    assert_eq!(node.put("kept", kept.clone()).await.status(), 201);
+    s3.put_small(
+        "xpod-storage-id",
+        "0d3c1f5e-0000-4000-8000-000000000000\n".into(),
+    )
+    .await
+    .unwrap();
+    let resp = node.client.delete(node.url("kept")).send().await.unwrap();
+    assert_eq!(resp.status(), 205);
+    wait_for(|| async {
+        node.server
+            .log_text()
+            .contains("not this node's storage id")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        s3.exists(&hash(&kept)).await.unwrap(),
+        "bytes survive in a bucket that is not ours"
+    );
+
+    // Restored, the collector carries on.
+    s3.put_small("xpod-storage-id", marker).await.unwrap();
+    wait_for(|| async { !s3.exists(&hash(&kept)).await.unwrap() }).await;
+}
+
+async fn wait_for<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

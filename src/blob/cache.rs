@@ -200,7 +200,25 @@ impl Cache {
         if let Err(e) = linked {
             tracing::warn!(error = %e, "cannot add an entry to the cache");
         }
+        self.drop_if_unindexed(hash).await;
         self.evict_to_cap().await;
+    }
+
+    /// An eviction may have picked the row between its insert and the link:
+    /// then the bytes must go too, or they would sit outside the accounting.
+    async fn drop_if_unindexed(&self, hash: &str) {
+        let indexed = {
+            let conn = self.index.lock().expect("cache index");
+            conn.query_row(
+                "SELECT 1 FROM entries WHERE hash = ?1",
+                params![hash],
+                |_| Ok(()),
+            )
+            .is_ok()
+        };
+        if !indexed {
+            let _ = cacache::remove_hash(&self.dir, &integrity(hash)).await;
+        }
     }
 
     /// A writer that fills the entry of `hash` (`size` bytes) while a miss
@@ -233,6 +251,7 @@ impl Cache {
         }
         match writer.commit().await {
             Ok(_) => {
+                self.drop_if_unindexed(hash).await;
                 self.evict_to_cap().await;
                 true
             }

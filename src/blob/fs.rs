@@ -64,7 +64,6 @@ pub fn ensure_storage_id(dir: &Path) -> Result<String, StorageIdError> {
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{BlobError, BlobInfo, BlobStore, ByteStream, SpoolFile, Upload, is_hash};
@@ -139,7 +138,7 @@ impl BlobStore for FsBlobStore {
         let mut file = tokio::fs::File::create(&spool.0)
             .await
             .map_err(unavailable)?;
-        let mut hasher = Sha256::new();
+        let mut hasher = super::Hasher::default();
         let mut size: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
@@ -153,7 +152,7 @@ impl BlobStore for FsBlobStore {
         file.sync_all().await.map_err(unavailable)?;
         drop(file);
         let info = BlobInfo {
-            hash: hex::encode(hasher.finalize()),
+            hash: hasher.finish(),
             size,
         };
         self.publish(&spool.0, &info.hash).await?;

@@ -27,8 +27,9 @@ use super::ByteStream;
 /// The object holding the bucket's storage id.
 pub const MARKER_KEY: &str = "xpod-storage-id";
 
-/// Uploads larger than this go in parts of this size (the part is buffered).
-const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Uploads larger than this go in parts of this size; the client buffers one
+/// part per upload, so this bounds an upload's memory.
+const PART_SIZE: u64 = 8 * 1024 * 1024;
 /// Attempts per operation (the first try and two retries).
 const ATTEMPTS: u32 = 3;
 /// Bound on a small request (HEAD, DELETE, the marker, the first byte of a GET).

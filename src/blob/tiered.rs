@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::db::Db;
@@ -157,7 +156,7 @@ impl TieredStore {
         if len <= SMALL {
             let mut bytes = Vec::with_capacity(len as usize);
             file.read_to_end(&mut bytes).await.map_err(io_unavailable)?;
-            if hex::encode(Sha256::digest(&bytes)) != hash {
+            if super::sha256_hex(&bytes) != hash {
                 tracing::warn!(
                     hash,
                     "cache entry does not match its hash; fetching it again"
@@ -235,7 +234,7 @@ fn verified(
     on_mismatch: OnMismatch,
 ) -> ByteStream {
     async_stream::stream! {
-        let mut hasher = Sha256::new();
+        let mut hasher = super::Hasher::default();
         let mut held: Option<Bytes> = None;
         while let Some(item) = inner.next().await {
             let chunk = match item {
@@ -256,7 +255,7 @@ fn verified(
                 yield Ok(prev);
             }
         }
-        if hex::encode(hasher.finalize()) != hash {
+        if hasher.finish() != hash {
             match &on_mismatch {
                 OnMismatch::Evict(cache, metrics) => {
                     tracing::warn!(hash = %hash, "cache entry does not match its hash; evicted");
@@ -376,7 +375,7 @@ impl BlobStore for TieredStore {
         let mut file = tokio::fs::File::create(&spool.0)
             .await
             .map_err(io_unavailable)?;
-        let mut hasher = Sha256::new();
+        let mut hasher = super::Hasher::default();
         let mut size: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
@@ -391,7 +390,7 @@ impl BlobStore for TieredStore {
         file.flush().await.map_err(io_unavailable)?;
         drop(file);
         let info = BlobInfo {
-            hash: hex::encode(hasher.finalize()),
+            hash: hasher.finish(),
             size,
         };
         self.s3

@@ -527,6 +527,31 @@ impl Garage {
         ]
     }
 
+    /// Creates an access key with no permissions at all (not even to create
+    /// buckets), through Garage's own CLI: (key id, secret).
+    pub fn create_key(&self, name: &str) -> (String, String) {
+        let out = Command::new(garage_bin())
+            .arg("-c")
+            .arg(self.dir.path().join("garage.toml"))
+            .args(["key", "create", name])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "garage key create: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let field = |label: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(label))
+                .unwrap_or_else(|| panic!("no {label} in {text}"))
+                .trim()
+                .to_string()
+        };
+        (field("Key ID:"), field("Secret key:"))
+    }
+
     /// Garage's data directory (objects are stored under it).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
