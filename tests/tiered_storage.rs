@@ -499,3 +499,82 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_miss_streams_from_s3_and_fills_the_cache_in_bounded_memory() {
+    use futures::StreamExt;
+    const MIB: usize = 1 << 20;
+    const CHUNKS: usize = 256;
+    let garage = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = node_env(dir.path(), &garage, &[]);
+    let node = Node::start(dir.path(), env.clone(), true);
+    let chunk = |i: usize| body(1000 + i as u32, MIB);
+    let mut expected = sha2::Sha256::new();
+    for i in 0..CHUNKS {
+        expected.update(chunk(i));
+    }
+    let expected = hex::encode(expected.finalize());
+    let upload = futures::stream::iter(0..CHUNKS).map(move |i| Ok::<_, std::io::Error>(chunk(i)));
+    let resp = node
+        .client
+        .put(node.url("big.bin"))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(upload))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let peak = support::vm_hwm(node.server.pid());
+    eprintln!("peak RSS after the upload: {} MiB", peak >> 20);
+    assert!(
+        peak < 100 << 20,
+        "server peak RSS during the upload {} MiB",
+        peak >> 20
+    );
+    let cache = node.cache.clone();
+    drop(node);
+
+    // A cold cache: the read is a miss from S3.
+    std::fs::remove_dir_all(&cache).unwrap();
+    let node = Node::start(dir.path(), env, false);
+    let resp = node.client.get(node.url("big.bin")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut got = sha2::Sha256::new();
+    let mut len = 0;
+    let mut stream = resp.bytes_stream();
+    while let Some(part) = stream.next().await {
+        let part = part.unwrap();
+        len += part.len();
+        got.update(&part);
+    }
+    assert_eq!(len, CHUNKS * MIB);
+    assert_eq!(
+        hex::encode(got.finalize()),
+        expected,
+        "identical bytes back"
+    );
+    let peak = support::vm_hwm(node.server.pid());
+    eprintln!("peak RSS after the miss: {} MiB", peak >> 20);
+    assert!(
+        peak < 100 << 20,
+        "server peak RSS during the miss {} MiB",
+        peak >> 20
+    );
+
+    // The miss filled the cache on the way: the next read is a hit.
+    let entry = cache
+        .join("content-v2/sha256")
+        .join(&expected[0..2])
+        .join(&expected[2..4])
+        .join(&expected[4..]);
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().len(),
+        (CHUNKS * MIB) as u64
+    );
+    let resp = node.client.get(node.url("big.bin")).send().await.unwrap();
+    assert_eq!(resp.bytes().await.unwrap().len(), CHUNKS * MIB);
+    let m = node.metrics().await;
+    assert_eq!(metric(&m, "xpod_cache_misses_total"), 1, "{m}");
+    assert_eq!(metric(&m, "xpod_cache_hits_total"), 1, "{m}");
+}
