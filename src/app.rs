@@ -45,6 +45,12 @@ pub struct App {
     pub admin_token: TokenOrigin,
     /// Counters and histograms served at `/.cluster/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cached pod owners and node addresses.
+    pub placement: crate::cluster::placement::Placement,
+    /// Nonces of signed node requests seen recently (replay defence).
+    pub nonces: crate::cluster::signature::NonceCache,
+    /// The client that forwards requests to other nodes.
+    pub proxy: reqwest::Client,
     /// Serialises PATCHes of one resource on this node.
     pub patch_locks: crate::ldp::locks::Stripes,
 }
@@ -152,6 +158,9 @@ impl App {
             secret_key,
             admin_token,
             metrics,
+            placement: Default::default(),
+            nonces: Default::default(),
+            proxy: crate::http::proxy::client(),
             patch_locks: Default::default(),
         })
     }

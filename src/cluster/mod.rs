@@ -1,3 +1,6 @@
-//! What nodes share: the cluster secret. Placement and migration come later.
+//! What nodes share: the cluster secret, and the signatures that authenticate
+//! node-to-node requests.
 
+pub mod placement;
 pub mod secret;
+pub mod signature;

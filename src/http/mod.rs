@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod cors;
+pub mod proxy;
+pub mod routing;
 
 use std::sync::Arc;
 
@@ -30,10 +32,11 @@ pub fn router(app: Arc<App>) -> Router {
             "/.cluster/pods",
             post(admin::create_pod).get(admin::list_pods),
         )
-        .fallback(crate::ldp::handle)
+        .fallback(routing::route)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(cors::cors))
-        .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
+        // A proxied response keeps the owner's name.
+        .layer(SetResponseHeaderLayer::if_not_present(SERVED_BY, served_by))
         .layer(axum::middleware::from_fn_with_state(app.clone(), count))
         .with_state(app)
 }
@@ -96,10 +99,13 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| StartupError(format!("server failed: {e}")))?;
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| StartupError(format!("server failed: {e}")))?;
     tracing::info!("stopped");
     Ok(())
 }

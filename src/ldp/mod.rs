@@ -17,35 +17,80 @@ pub mod write;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
 use error::LdpError;
-use target::{Target, TargetError};
+use target::Target;
 
-/// The fallback service: every request that is not a cluster route.
-pub async fn handle(
-    State(app): State<Arc<App>>,
+/// Serves a request for a pod this node owns.
+pub async fn serve(
+    app: &Arc<App>,
+    target: &Target,
     method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let target = match target::resolve(&app.config, &uri, &headers) {
-        Ok(t) => t,
-        Err(TargetError::Bad(why)) => return LdpError::bad_request(why).into_response(),
-        Err(TargetError::NoPod) => return LdpError::not_found().into_response(),
-    };
-    match dispatch(&app, &target, &method, &headers, body).await {
+    // The handler gets the body through a slot, so that a body it refused
+    // without reading (413 on the declared length, 412, 415 …) can be
+    // drained after the response: a client still sending would otherwise
+    // see a broken pipe instead of the answer.
+    let slot = Arc::new(std::sync::Mutex::new(Some(body)));
+    let mut resp = match dispatch(app, target, &method, &headers, from_slot(slot.clone())).await {
         Ok(resp) => resp,
         Err(e) => {
+            if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                // Perhaps the pod moved: look it up afresh next time.
+                app.placement.forget_pod(&target.pod);
+            }
             let mut resp = e.into_response();
             if resp.status() == StatusCode::NOT_FOUND {
-                resp.headers_mut().extend(headers::describe(&target, false));
+                resp.headers_mut().extend(headers::describe(target, false));
             }
             resp
+        }
+    };
+    let unread = slot.lock().expect("body slot").take();
+    if let Some(body) = unread
+        && resp.status().is_client_error()
+        && (headers.contains_key(header::CONTENT_LENGTH)
+            || headers.contains_key(header::TRANSFER_ENCODING))
+    {
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        tokio::spawn(drain(body));
+    }
+    resp
+}
+
+/// A body read from `slot` on first use.
+fn from_slot(slot: Arc<std::sync::Mutex<Option<Body>>>) -> Body {
+    use futures::StreamExt;
+    let stream = futures::stream::unfold((slot, None), |(slot, current)| async move {
+        let mut current: axum::body::BodyDataStream = match current {
+            Some(c) => c,
+            None => slot.lock().expect("body slot").take()?.into_data_stream(),
+        };
+        let item = current.next().await?;
+        Some((item, (slot, Some(current))))
+    });
+    Body::from_stream(stream)
+}
+
+/// Reads and discards what a client still sends of a refused body, for at
+/// most 5 s and 64 MiB, then lets the connection close.
+async fn drain(body: Body) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut read = 0usize;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
+        read += chunk.len();
+        if read > 64 << 20 {
+            break;
         }
     }
 }
@@ -57,10 +102,6 @@ async fn dispatch(
     req: &HeaderMap,
     body: Body,
 ) -> Result<Response, LdpError> {
-    // The pod must exist, whatever the method.
-    if app.db.pod_get(&target.pod).await?.is_none() {
-        return Err(LdpError::not_found());
-    }
     match *method {
         Method::GET | Method::HEAD => get::get(app, target, method, req).await,
         Method::PUT => Ok(put::put(app, target, req, body)

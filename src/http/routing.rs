@@ -1,0 +1,98 @@
+//! Pod routing: serve a request here if this node owns the pod, else forward
+//! it to the owner.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::proxy;
+use crate::app::App;
+use crate::ldp::{self, error::LdpError};
+
+/// The fallback service: every request that is not a cluster route. Finds
+/// the pod's owner; serves the request if that is this node, forwards it if
+/// not (see [`proxy`]).
+pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let client_addr = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let target = match ldp::target::resolve(&app.config, &uri, &headers) {
+        Ok(t) => t,
+        Err(ldp::target::TargetError::Bad(why)) => {
+            return LdpError::bad_request(why).into_response();
+        }
+        Err(ldp::target::TargetError::NoPod) => return LdpError::not_found().into_response(),
+    };
+    let forwarded = headers.contains_key(crate::cluster::signature::HOP);
+    if forwarded && let Err(why) = proxy::verify(&app, &method, &uri, &headers).await {
+        tracing::warn!(error = %why, "refused a forwarded request");
+        return proxy::refused(&why);
+    }
+    // A forwarded request is checked against the database itself: the
+    // sender's cache was good enough to send it here, ours must not be.
+    let pod = if forwarded {
+        app.db.pod_get(&target.pod).await
+    } else {
+        app.placement.pod(&app.db, &target.pod).await
+    };
+    let pod = match pod {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            let mut resp = LdpError::not_found().into_response();
+            resp.headers_mut()
+                .extend(ldp::headers::describe(&target, false));
+            return resp;
+        }
+        Err(e) => return LdpError::from(e).into_response(),
+    };
+    if pod.node_id != app.node.id {
+        if forwarded {
+            return LdpError::new(
+                StatusCode::LOOP_DETECTED,
+                format!(
+                    "node {} does not own pod {} (node {} does); a forwarded request is never forwarded again",
+                    app.node.id, pod.pod_id, pod.node_id
+                ),
+            )
+            .into_response();
+        }
+        if !app.config.pod_routing_enabled {
+            return LdpError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "pod {} is served by node {}; send the request there, or set CSS_POD_ROUTING_ENABLED=true",
+                    pod.pod_id, pod.node_id
+                ),
+            )
+            .into_response();
+        }
+        let owner = match app.placement.node(&app.db, &pod.node_id).await {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                return LdpError::unavailable(format!(
+                    "pod {} belongs to node {}, which is not registered; an administrator must reassign the pod",
+                    pod.pod_id, pod.node_id
+                ))
+                .into_response();
+            }
+            Err(e) => return LdpError::from(e).into_response(),
+        };
+        return proxy::forward(
+            &app,
+            &owner,
+            &pod.pod_id,
+            method,
+            &uri,
+            headers,
+            body,
+            client_addr,
+        )
+        .await;
+    }
+    ldp::serve(&app, &target, method, headers, body).await
+}
