@@ -106,6 +106,28 @@ pub enum Command {
         #[command(subcommand)]
         command: PodsCommand,
     },
+    /// The cluster's nodes (through the running local node, with the administrator token)
+    Nodes {
+        #[command(subcommand)]
+        command: NodesCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodesCommand {
+    /// List every registered node, with its reachability and pod count
+    List,
+    /// Move a live node's pods to other nodes with the same storage (maintenance)
+    Drain { id: String },
+    /// Move the pods of a node that stopped sending heartbeats to live nodes with the same storage
+    Reassign {
+        id: String,
+        /// Even though the node still sends heartbeats
+        #[arg(long)]
+        force: bool,
+    },
+    /// Forget a node that is gone and owns no pods
+    Remove { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,6 +212,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Pods { command } => pods(&config, command),
+        Command::Nodes { command } => nodes(&config, command),
     }
 }
 
@@ -344,6 +367,104 @@ async fn admin_call(
     let status = resp.status();
     let json = resp.json().await.unwrap_or(serde_json::Value::Null);
     Ok((status, json))
+}
+
+fn nodes(config: &Config, command: NodesCommand) -> Result<ExitCode, Failure> {
+    use reqwest::Method;
+    runtime()?.block_on(async {
+        let fail = |what: &str, status: reqwest::StatusCode, json: &serde_json::Value| {
+            Failure::Other(format!(
+                "{what}: {}",
+                json["error"].as_str().unwrap_or(status.as_str())
+            ))
+        };
+        match command {
+            NodesCommand::List => {
+                let (status, json) =
+                    admin_call(config, Method::GET, "/.cluster/nodes", None).await?;
+                if !status.is_success() {
+                    return Err(fail("cannot list nodes", status, &json));
+                }
+                println!(
+                    "{:<38} {:<22} {:<10} {:>5}  STORAGE",
+                    "NODE", "INTERNAL ADDRESS", "STATE", "PODS"
+                );
+                for n in json.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<38} {:<22} {:<10} {:>5}  {}",
+                        n["nodeId"].as_str().unwrap_or_default(),
+                        n["internalAddress"].as_str().unwrap_or_default(),
+                        if n["reachable"].as_bool() == Some(true) {
+                            "up"
+                        } else {
+                            "unreachable"
+                        },
+                        n["pods"].as_u64().unwrap_or(0),
+                        n["storageId"].as_str().unwrap_or("-"),
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            NodesCommand::Drain { id } => move_pods(config, &id, "drain", false).await,
+            NodesCommand::Reassign { id, force } => move_pods(config, &id, "reassign", force).await,
+            NodesCommand::Remove { id } => {
+                let (status, json) = admin_call(
+                    config,
+                    Method::DELETE,
+                    &format!("/.cluster/nodes/{id}"),
+                    None,
+                )
+                .await?;
+                if !status.is_success() {
+                    return Err(fail(&format!("cannot remove node {id}"), status, &json));
+                }
+                println!("removed node {id}");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+async fn move_pods(
+    config: &Config,
+    id: &str,
+    action: &str,
+    force: bool,
+) -> Result<ExitCode, Failure> {
+    let (status, json) = admin_call(
+        config,
+        reqwest::Method::POST,
+        &format!("/.cluster/nodes/{id}/{action}"),
+        Some(serde_json::json!({ "force": force })),
+    )
+    .await?;
+    if !status.is_success() {
+        return Err(Failure::Other(format!(
+            "cannot {action} node {id}: {}",
+            json["error"].as_str().unwrap_or(status.as_str())
+        )));
+    }
+    for m in json["moved"].as_array().into_iter().flatten() {
+        println!(
+            "moved pod {} to node {}",
+            m["podId"].as_str().unwrap_or_default(),
+            m["to"].as_str().unwrap_or_default()
+        );
+    }
+    let left: Vec<&str> = json["leftBehind"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .collect();
+    if !left.is_empty() {
+        return Err(Failure::Other(format!(
+            "{} pod(s) stay on node {id} ({}): no live node shares their storage; they need a migration",
+            left.len(),
+            left.join(", ")
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn pods(config: &Config, command: PodsCommand) -> Result<ExitCode, Failure> {

@@ -137,6 +137,9 @@ const SETTINGS: &[Setting] = &[
     setting("internal_port", "CSS_INTERNAL_PORT", None),
     setting("pod_ip", "POD_IP", None),
     setting("pod_routing_enabled", "CSS_POD_ROUTING_ENABLED", None),
+    setting("heartbeat_interval", "CSS_HEARTBEAT_INTERVAL", None),
+    setting("node_unreachable_after", "CSS_NODE_UNREACHABLE_AFTER", None),
+    setting("auto_reassign", "CSS_AUTO_REASSIGN", None),
     setting("node_id_path", "CSS_NODE_ID_PATH", None),
     setting("pod_subdomains", "CSS_POD_SUBDOMAINS", None),
     secret("admin_token", "CSS_ADMIN_TOKEN"),
@@ -199,6 +202,12 @@ pub struct Config {
     pub internal_port: Option<u16>,
     pub pod_ip: Option<IpAddr>,
     pub pod_routing_enabled: bool,
+    /// How often a node records that it is alive.
+    pub heartbeat_interval: std::time::Duration,
+    /// A node silent for this long shows as unreachable.
+    pub node_unreachable_after: std::time::Duration,
+    /// Reassign the pods of an unreachable node to live nodes sharing its storage.
+    pub auto_reassign: bool,
     pub node_id_path: PathBuf,
     pub pod_subdomains: bool,
     pub admin_token: Option<Secret>,
@@ -423,6 +432,23 @@ impl Config {
         let internal_port = p.optional("internal_port", parse_port)?;
         let pod_ip = p.optional("pod_ip", parse_ip)?;
         let pod_routing_enabled = p.value("pod_routing_enabled", "true", parse_bool)?;
+        let positive = |v: &str| {
+            parse_duration(v).and_then(|d| {
+                if d.is_zero() {
+                    Err("expected a positive duration".to_string())
+                } else {
+                    Ok(d)
+                }
+            })
+        };
+        let heartbeat_interval = p.value("heartbeat_interval", "10s", positive)?;
+        let node_unreachable_after = p.value("node_unreachable_after", "30s", positive)?;
+        if node_unreachable_after <= heartbeat_interval {
+            return Err(ConfigError(format!(
+                "CSS_NODE_UNREACHABLE_AFTER ({node_unreachable_after:?}) must be longer than CSS_HEARTBEAT_INTERVAL ({heartbeat_interval:?}); three intervals is a good choice"
+            )));
+        }
+        let auto_reassign = p.value("auto_reassign", "false", parse_bool)?;
         let node_id_path = match p.get("node_id_path") {
             Some(_) => p.value("node_id_path", "", parse_path)?,
             None => {
@@ -482,6 +508,9 @@ impl Config {
             internal_port,
             pod_ip,
             pod_routing_enabled,
+            heartbeat_interval,
+            node_unreachable_after,
+            auto_reassign,
             node_id_path,
             pod_subdomains,
             admin_token,

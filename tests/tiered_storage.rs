@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use sha2::Digest;
-use support::{Garage, Postgres, Server, assert_one_line_error, create_pod, xpod};
+use support::{Garage, Postgres, Server, assert_one_line_error, borrowed, create_pod, xpod};
 
 const SECRET: &str = "4f2c9d0e8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a1908f7e6d";
 
@@ -34,10 +34,6 @@ fn node_env(
     env.extend(garage.env());
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     env
-}
-
-fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 impl Node {
@@ -241,6 +237,11 @@ async fn eviction_keeps_the_cache_under_its_cap() {
         let (status, got) = node.get_bytes(&format!("r{i}")).await;
         assert_eq!(status, 200);
         assert!(got.unwrap() == body(i, 200 * 1024), "r{i} reads back whole");
+        // A miss (many body chunks from S3) fills the cache on the way.
+        assert!(
+            node.entry(&body(i, 200 * 1024)).exists(),
+            "r{i} is cached after its read"
+        );
         assert!(
             node.cached_bytes() <= cap,
             "after read {i}: {} bytes cached",

@@ -2,5 +2,6 @@
 //! node-to-node requests.
 
 pub mod placement;
+pub mod registry;
 pub mod secret;
 pub mod signature;

@@ -166,6 +166,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn node_upsert(&self, node: &NodeRecord) -> DbResult<()>;
     async fn node_get(&self, node_id: &str) -> DbResult<Option<NodeRecord>>;
     async fn node_list(&self) -> DbResult<Vec<NodeRecord>>;
+    /// Records that the node is alive.
+    async fn node_heartbeat(&self, node_id: &str, at: i64) -> DbResult<()>;
+    /// Deletes a node's row; refused (`Conflict`) while it owns pods.
+    async fn node_remove(&self, node_id: &str) -> DbResult<bool>;
+    /// Moves a pod to `to` if `from` still owns it; returns whether it did.
+    /// The row lock this takes waits for writes in flight on the old owner,
+    /// and their ownership check fails afterwards (fencing).
+    async fn pod_set_owner(&self, pod_id: &str, from: &str, to: &str) -> DbResult<bool>;
 
     /// Records the hash of an administrator token (idempotent).
     async fn admin_token_add(&self, token_hash: &str, created_by: &str) -> DbResult<()>;

@@ -318,6 +318,57 @@ impl MetadataStore for PostgresStore {
         Ok(row.as_ref().map(node_row))
     }
 
+    async fn node_heartbeat(&self, node_id: &str, at: i64) -> DbResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE nodes SET last_heartbeat = $2 WHERE node_id = $1",
+                &[&node_id, &at],
+            )
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn node_remove(&self, node_id: &str) -> DbResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        // Lock the node's pods so none is assigned to it meanwhile.
+        let pods: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM (SELECT 1 FROM pods WHERE node_id = $1 FOR UPDATE) p",
+                &[&node_id],
+            )
+            .await
+            .map_err(err)?
+            .get(0);
+        if pods > 0 {
+            return Err(DbError::Conflict(format!(
+                "node {node_id} still owns {pods} pod(s); reassign or drain them first"
+            )));
+        }
+        let n = tx
+            .execute("DELETE FROM nodes WHERE node_id = $1", &[&node_id])
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(n == 1)
+    }
+
+    async fn pod_set_owner(&self, pod_id: &str, from: &str, to: &str) -> DbResult<bool> {
+        // UPDATE takes the row lock that conflicts with writers' FOR SHARE.
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE pods SET node_id = $3 WHERE pod_id = $1 AND node_id = $2",
+                &[&pod_id, &from, &to],
+            )
+            .await
+            .map_err(err)?;
+        Ok(n == 1)
+    }
+
     async fn node_list(&self) -> DbResult<Vec<NodeRecord>> {
         let rows = self
             .client()

@@ -318,6 +318,55 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn node_heartbeat(&self, node_id: &str, at: i64) -> DbResult<()> {
+        let id = node_id.to_string();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE nodes SET last_heartbeat = ?2 WHERE node_id = ?1",
+                params![id, at],
+            )
+            .map(|_| ())
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn node_remove(&self, node_id: &str) -> DbResult<bool> {
+        let id = node_id.to_string();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(err)?;
+            let pods: i64 = tx
+                .query_row("SELECT count(*) FROM pods WHERE node_id = ?1", [&id], |r| {
+                    r.get(0)
+                })
+                .map_err(err)?;
+            if pods > 0 {
+                return Err(DbError::Conflict(format!(
+                    "node {id} still owns {pods} pod(s); reassign or drain them first"
+                )));
+            }
+            let n = tx
+                .execute("DELETE FROM nodes WHERE node_id = ?1", [&id])
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn pod_set_owner(&self, pod_id: &str, from: &str, to: &str) -> DbResult<bool> {
+        let (pod, from, to) = (pod_id.to_string(), from.to_string(), to.to_string());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE pods SET node_id = ?3 WHERE pod_id = ?1 AND node_id = ?2",
+                params![pod, from, to],
+            )
+            .map(|n| n == 1)
+            .map_err(err)
+        })
+        .await
+    }
+
     async fn node_list(&self) -> DbResult<Vec<NodeRecord>> {
         self.read(|c| {
             let mut stmt = c

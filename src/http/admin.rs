@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::auth::admin_token;
-use crate::db::{DbError, PodRecord};
+use crate::cluster::registry;
+use crate::db::{DbError, NodeRecord, PodRecord};
 
 /// Proof that the request carried a valid administrator token.
 pub struct Admin;
@@ -82,6 +83,174 @@ fn pod_json(p: &PodRecord) -> serde_json::Value {
         "storageId": p.storage_id,
         "createdAt": p.created_at,
     })
+}
+
+fn unavailable(e: DbError) -> Response {
+    tracing::error!(error = %e, "metadata store error");
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the metadata store is unavailable",
+    )
+}
+
+fn node_json(app: &App, n: &NodeRecord, pods: usize) -> serde_json::Value {
+    let reachable = registry::reachable(n, app.config.node_unreachable_after, crate::db::now_ms());
+    serde_json::json!({
+        "nodeId": n.node_id,
+        "kind": n.kind,
+        "internalAddress": format!("{}:{}", n.internal_ip, n.internal_port),
+        "publicAddress": n.public_address,
+        "storageId": n.storage_id,
+        "version": n.version,
+        "startedAt": n.started_at,
+        "lastHeartbeat": n.last_heartbeat,
+        "reachable": reachable,
+        "pods": pods,
+    })
+}
+
+/// `GET /.cluster/nodes`: every registered node, with its reachability.
+pub async fn list_nodes(_admin: Admin, State(app): State<Arc<App>>) -> Response {
+    let (nodes, pods) = match (app.db.node_list().await, app.db.pod_list().await) {
+        (Ok(n), Ok(p)) => (n, p),
+        (Err(e), _) | (_, Err(e)) => return unavailable(e),
+    };
+    let list: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let count = pods.iter().filter(|p| p.node_id == n.node_id).count();
+            node_json(&app, n, count)
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+/// `GET /.cluster/nodes/{id}`.
+pub async fn get_node(
+    _admin: Admin,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Response {
+    match (app.db.node_get(&id).await, app.db.pod_list().await) {
+        (Ok(Some(n)), Ok(pods)) => {
+            let count = pods.iter().filter(|p| p.node_id == n.node_id).count();
+            Json(node_json(&app, &n, count)).into_response()
+        }
+        (Ok(None), _) => refuse(StatusCode::NOT_FOUND, &format!("no node {id}")),
+        (Err(e), _) | (_, Err(e)) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MoveRequest {
+    /// Move the pods even though the node still answers heartbeats.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /.cluster/nodes/{id}/reassign` (a node that is gone) and
+/// `POST /.cluster/nodes/{id}/drain` (any node, for maintenance): moves the
+/// node's pods to live nodes with the same storage id.
+pub async fn move_node_pods(
+    _admin: Admin,
+    State(app): State<Arc<App>>,
+    Path((id, action)): Path<(String, String)>,
+    body: Option<Json<MoveRequest>>,
+) -> Response {
+    let force = body.map(|b| b.0.force).unwrap_or(false) || action == "drain";
+    if action != "drain" && action != "reassign" {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "unknown node action; use drain or reassign",
+        );
+    }
+    let node = match app.db.node_get(&id).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return refuse(StatusCode::NOT_FOUND, &format!("no node {id}")),
+        Err(e) => return unavailable(e),
+    };
+    let window = app.config.node_unreachable_after;
+    if !force && registry::reachable(&node, window, crate::db::now_ms()) {
+        return refuse(
+            StatusCode::CONFLICT,
+            &format!(
+                "node {id} is still sending heartbeats; use drain to move the pods of a live node, or force"
+            ),
+        );
+    }
+    match registry::move_pods(&app.db, &id, window).await {
+        Ok((moved, left)) => {
+            for m in &moved {
+                app.placement.forget_pod(&m.pod_id);
+            }
+            Json(serde_json::json!({ "moved": moved, "leftBehind": left })).into_response()
+        }
+        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
+}
+
+/// `DELETE /.cluster/nodes/{id}`: forgets a node that is gone and owns no pods.
+pub async fn remove_node(
+    _admin: Admin,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Response {
+    if id == app.node.id {
+        return refuse(
+            StatusCode::CONFLICT,
+            "a node cannot remove itself; stop it and ask another node",
+        );
+    }
+    match app.db.node_get(&id).await {
+        Ok(Some(n))
+            if registry::reachable(&n, app.config.node_unreachable_after, crate::db::now_ms()) =>
+        {
+            return refuse(
+                StatusCode::CONFLICT,
+                &format!("node {id} is still sending heartbeats; stop it first"),
+            );
+        }
+        Ok(Some(_)) => {}
+        Ok(None) => return refuse(StatusCode::NOT_FOUND, &format!("no node {id}")),
+        Err(e) => return unavailable(e),
+    }
+    match app.db.node_remove(&id).await {
+        Ok(_) => {
+            app.placement.forget_node(&id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(DbError::Conflict(why)) => refuse(StatusCode::CONFLICT, &why),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /.cluster/pods/{podId}`: the pod, its owner and any migration.
+pub async fn get_pod(
+    _admin: Admin,
+    State(app): State<Arc<App>>,
+    Path(pod_id): Path<String>,
+) -> Response {
+    let pod = match app.db.pod_get(&pod_id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return refuse(StatusCode::NOT_FOUND, &format!("no pod {pod_id}")),
+        Err(e) => return unavailable(e),
+    };
+    let migration = match app.db.migration_active(&pod_id).await {
+        Ok(m) => m,
+        Err(e) => return unavailable(e),
+    };
+    let mut json = pod_json(&pod);
+    json["migration"] = match migration {
+        Some(m) => serde_json::json!({
+            "status": m.status.as_str(),
+            "sourceNode": m.source_node,
+            "targetNode": m.target_node,
+            "progress": m.progress,
+        }),
+        None => serde_json::Value::Null,
+    };
+    Json(json).into_response()
 }
 
 /// `POST /.cluster/pods`: creates a pod, owned by this node, with its root container.

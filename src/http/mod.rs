@@ -28,6 +28,13 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(HEALTH_PATH, get(health))
         .route("/.cluster/metrics", get(admin::metrics))
+        .route("/.cluster/nodes", get(admin::list_nodes))
+        .route(
+            "/.cluster/nodes/{id}",
+            get(admin::get_node).delete(admin::remove_node),
+        )
+        .route("/.cluster/nodes/{id}/{action}", post(admin::move_node_pods))
+        .route("/.cluster/pods/{pod}", get(admin::get_pod))
         .route(
             "/.cluster/pods",
             post(admin::create_pod).get(admin::list_pods),
@@ -86,6 +93,19 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         ))
     })?;
     tracing::info!(address = %addr, base_url = %app.config.base_url, "listening");
+    crate::cluster::registry::spawn_heartbeat(
+        app.db.clone(),
+        app.node.id.clone(),
+        app.config.heartbeat_interval,
+    );
+    if app.config.auto_reassign {
+        crate::cluster::registry::spawn_auto_reassign(
+            app.db.clone(),
+            app.node.id.clone(),
+            app.config.node_unreachable_after,
+            app.config.heartbeat_interval,
+        );
+    }
     crate::blob::gc::spawn(
         app.db.clone(),
         app.blobs.clone(),

@@ -80,7 +80,8 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Forwards the request to `owner` and streams its response back.
+/// Forwards the request to `owner` and streams its response back. `Err` is
+/// the 503 to send when the owner could not be reached.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     app: &Arc<App>,
@@ -91,7 +92,7 @@ pub async fn forward(
     mut headers: HeaderMap,
     body: Body,
     client_addr: Option<SocketAddr>,
-) -> Response {
+) -> Result<Response, Response> {
     strip_connection_headers(&mut headers);
     // Nothing a client sends may pass for a node's word.
     let own: Vec<HeaderName> = headers
@@ -201,18 +202,18 @@ pub async fn forward(
     };
     let resp = tokio::select! {
         r = &mut send => r,
-        _ = head_deadline => return unreachable(owner, pod, "no response within 2 s"),
+        _ = head_deadline => return Err(unreachable(owner, pod, "no response within 2 s")),
     };
     let resp = match resp {
         Ok(r) => r,
-        Err(e) if e.is_connect() => return unreachable(owner, pod, "connection failed"),
+        Err(e) if e.is_connect() => return Err(unreachable(owner, pod, "connection failed")),
         Err(e) => {
             let why = if e.is_timeout() {
                 "timed out".to_string()
             } else {
                 e.to_string()
             };
-            return unreachable(owner, pod, &why);
+            return Err(unreachable(owner, pod, &why));
         }
     };
     let mut out = Response::builder().status(resp.status());
@@ -223,8 +224,9 @@ pub async fn forward(
         strip_connection_headers(h);
         h.remove(header::TRANSFER_ENCODING);
     }
-    out.body(Body::from_stream(resp.bytes_stream()))
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+    Ok(out
+        .body(Body::from_stream(resp.bytes_stream()))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()))
 }
 
 /// Why a request that says it comes from a node is refused.

@@ -33,24 +33,39 @@ pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
         tracing::warn!(error = %why, "refused a forwarded request");
         return proxy::refused(&why);
     }
+    let has_body = headers.contains_key(axum::http::header::CONTENT_LENGTH)
+        || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
     // A forwarded request is checked against the database itself: the
     // sender's cache was good enough to send it here, ours must not be.
-    let pod = if forwarded {
-        app.db.pod_get(&target.pod).await
-    } else {
-        app.placement.pod(&app.db, &target.pod).await
-    };
-    let pod = match pod {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            let mut resp = LdpError::not_found().into_response();
-            resp.headers_mut()
-                .extend(ldp::headers::describe(&target, false));
-            return resp;
+    let mut fresh = forwarded;
+    let mut body = Some(body);
+    let mut failed_owner: Option<(String, Response)> = None;
+    loop {
+        let pod = if fresh {
+            app.db.pod_get(&target.pod).await
+        } else {
+            app.placement.pod(&app.db, &target.pod).await
+        };
+        let pod = match pod {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                let mut resp = LdpError::not_found().into_response();
+                resp.headers_mut()
+                    .extend(ldp::headers::describe(&target, false));
+                return resp;
+            }
+            Err(e) => return LdpError::from(e).into_response(),
+        };
+        let body = body.take().unwrap_or_default();
+        if pod.node_id == app.node.id {
+            return ldp::serve(&app, &target, method, headers, body).await;
         }
-        Err(e) => return LdpError::from(e).into_response(),
-    };
-    if pod.node_id != app.node.id {
+        if let Some((owner, resp)) = failed_owner.take() {
+            // Still the same unreachable owner: answer without waiting again.
+            if owner == pod.node_id {
+                return resp;
+            }
+        }
         if forwarded {
             return LdpError::new(
                 StatusCode::LOOP_DETECTED,
@@ -82,17 +97,28 @@ pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
             }
             Err(e) => return LdpError::from(e).into_response(),
         };
-        return proxy::forward(
+        match proxy::forward(
             &app,
             &owner,
             &pod.pod_id,
-            method,
+            method.clone(),
             &uri,
-            headers,
+            headers.clone(),
             body,
             client_addr,
         )
-        .await;
+        .await
+        {
+            Ok(resp) => return resp,
+            // The pod may have moved off a dead node since it was cached:
+            // look again (a body already sent cannot be sent twice).
+            Err(resp) if !fresh && !has_body => {
+                app.placement.forget_pod(&pod.pod_id);
+                app.placement.forget_node(&owner.node_id);
+                failed_owner = Some((owner.node_id, resp));
+                fresh = true;
+            }
+            Err(resp) => return resp,
+        }
     }
-    ldp::serve(&app, &target, method, headers, body).await
 }

@@ -199,6 +199,11 @@ pub fn xpod(env: &[(&str, &str)], args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// An owned environment as `xpod` and `Server` take it.
+pub fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 /// A running `xpod serve`.
 pub struct Server {
     child: Option<Child>,

@@ -1,0 +1,398 @@
+//! Three nodes on 127.0.0.1, .2 and .3 sharing one base URL and port, one
+//! PostgreSQL and one S3 bucket: any node answers for any pod, by forwarding
+//! to the owner.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use reqwest::Client;
+use support::{Garage, Postgres, Server, borrowed, xpod};
+
+const SECRET: &str = "4f2c9d0e8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a1908f7e6d";
+
+struct Node {
+    server: Server,
+    root: PathBuf,
+    env: Vec<(&'static str, String)>,
+    id: String,
+    /// A client that reaches the canonical host through this node.
+    client: Client,
+}
+
+struct Cluster {
+    pg: Postgres,
+    _garage: Garage,
+    _dir: tempfile::TempDir,
+    port: u16,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let pg = Postgres::start();
+        let url = pg.create_database("cluster");
+        let garage = Garage::start();
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::free_port("127.0.0.1");
+        let mut nodes = Vec::new();
+        for i in 1..=3 {
+            let host = format!("127.0.0.{i}");
+            let node_dir = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let root = node_dir.join("root");
+            let mut env: Vec<(&'static str, String)> = vec![
+                ("CSS_ROOT_FILE_PATH", root.display().to_string()),
+                ("CSS_HOST", host.clone()),
+                ("CSS_PORT", port.to_string()),
+                ("CSS_BASE_URL", format!("http://pods.test:{port}/")),
+                ("CSS_DATABASE_URL", url.clone()),
+                ("CSS_SECRET_KEY", SECRET.into()),
+                ("CSS_INTERNAL_IP", host.clone()),
+                (
+                    "CSS_CACHE_PATH",
+                    node_dir.join("cache").display().to_string(),
+                ),
+                ("CSS_HEARTBEAT_INTERVAL", "500ms".into()),
+                ("CSS_NODE_UNREACHABLE_AFTER", "2s".into()),
+            ];
+            env.extend(garage.env());
+            let server = Server::start(&host, &borrowed(&env), &node_dir);
+            let id = std::fs::read_to_string(root.join(".node-id"))
+                .unwrap()
+                .trim()
+                .to_string();
+            let client = Client::builder()
+                .resolve("pods.test", format!("{host}:{port}").parse().unwrap())
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            nodes.push(Node {
+                server,
+                root,
+                env,
+                id,
+                client,
+            });
+        }
+        Cluster {
+            pg,
+            _garage: garage,
+            _dir: dir,
+            port,
+            nodes,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://pods.test:{}/{path}", self.port)
+    }
+
+    /// Creates a pod through node `i`'s CLI (it is placed on that node).
+    fn create_pod(&self, i: usize, name: &str) {
+        let out = xpod(
+            &borrowed(&self.nodes[i].env),
+            &["pods", "create", name, "--public-write"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn cli(&self, i: usize, args: &[&str]) -> std::process::Output {
+        xpod(&borrowed(&self.nodes[i].env), args)
+    }
+}
+
+fn served_by(resp: &reqwest::Response) -> String {
+    resp.headers()["x-xpod-served-by"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn token(node: &Node) -> String {
+    std::fs::read_to_string(node.root.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A request signed as node `from` would sign it, for node `to`.
+fn signed_get(c: &Cluster, from: usize, to: usize, path: &str) -> reqwest::RequestBuilder {
+    use xpod::cluster::signature::{self, Signed};
+    let key = xpod::node::keys::load_or_create(&c.nodes[from].root.join("node.key")).unwrap();
+    let nonce = signature::nonce();
+    let authority = format!("pods.test:{}", c.port);
+    let path_and_query = format!("/{path}");
+    let signed = Signed {
+        method: "GET",
+        authority: &authority,
+        path_and_query: &path_and_query,
+        date: xpod::db::now_ms(),
+        nonce: &nonce,
+        from: &c.nodes[from].id,
+        to: &c.nodes[to].id,
+        hop: "1",
+        forwarded_for: "10.9.9.9",
+        forwarded_host: &authority,
+        forwarded_proto: "http",
+    };
+    let sig = signed.sign(&key);
+    c.nodes[to]
+        .client
+        .get(c.url(path))
+        .header(signature::HOP, "1")
+        .header(signature::FROM, &c.nodes[from].id)
+        .header(signature::TO, &c.nodes[to].id)
+        .header(signature::DATE, signed.date.to_string())
+        .header(signature::NONCE, &nonce)
+        .header(signature::SIGNATURE, sig)
+        .header("x-forwarded-for", "10.9.9.9")
+        .header("x-forwarded-host", &authority)
+        .header("x-forwarded-proto", "http")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_answers_for_any_pod() {
+    let c = Cluster::start();
+    let (a, b, cc) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    c.create_pod(0, "alice");
+
+    // Written through B, read through C: A executes both.
+    let body: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let put = b
+        .client
+        .put(c.url("alice/notes/n1.bin"))
+        .header("content-type", "application/octet-stream")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(served_by(&put), a.id, "the owner executed the write");
+    let get = cc
+        .client
+        .get(c.url("alice/notes/n1.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200);
+    assert_eq!(served_by(&get), a.id, "the owner executed the read");
+    assert!(get.bytes().await.unwrap() == body, "identical bytes");
+    // Containers too, and a 404 for a pod nobody has.
+    let list = b.client.get(c.url("alice/notes/")).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+    assert!(list.text().await.unwrap().contains("n1.bin"));
+    let none = b.client.get(c.url("nobody/x")).send().await.unwrap();
+    assert_eq!(none.status(), 404);
+
+    // The cluster API needs the administrator credential.
+    for path in [".cluster/nodes", ".cluster/pods", ".cluster/pods/alice"] {
+        let r = b.client.get(c.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let nodes: serde_json::Value = b
+        .client
+        .get(c.url(".cluster/nodes"))
+        .bearer_auth(token(a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["reachable"] == true), "{nodes:?}");
+    let pod: serde_json::Value = cc
+        .client
+        .get(c.url(".cluster/pods/alice"))
+        .bearer_auth(token(cc))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pod["nodeId"], a.id.as_str());
+    assert_eq!(pod["migration"], serde_json::Value::Null);
+    let out = c.cli(2, &["nodes", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(text.matches(" up ").count(), 3, "{text}");
+
+    // A forwarded request must be signed by a registered node...
+    let forged = a
+        .client
+        .get(c.url("alice/notes/n1.bin"))
+        .header("x-xpod-hop", "1")
+        .header("x-xpod-from", b.id.as_str())
+        .header("x-xpod-to", a.id.as_str())
+        .header("x-xpod-date", xpod::db::now_ms().to_string())
+        .header("x-xpod-nonce", "00112233445566778899aabbccddeeff")
+        .header("x-xpod-signature", "AAAA")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let unsigned = a
+        .client
+        .get(c.url("alice/notes/n1.bin"))
+        .header("x-xpod-hop", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 403);
+    // ...and is accepted once: a replay is refused.
+    let valid = signed_get(&c, 1, 0, "alice/notes/n1.bin");
+    let replay = valid.try_clone().unwrap();
+    assert_eq!(valid.send().await.unwrap().status(), 200);
+    assert_eq!(replay.send().await.unwrap().status(), 403);
+
+    // No loops: a validly signed request at a non-owner is answered, not forwarded.
+    let misdirected = signed_get(&c, 1, 2, "alice/notes/n1.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(misdirected.status(), 508);
+    assert_eq!(served_by(&misdirected), cc.id);
+
+    // A stale placement: B believes C owns "loop", C knows A does.
+    c.create_pod(0, "loop");
+    let set_owner = |who: &str| {
+        c.pg.psql(
+            "cluster",
+            &format!("UPDATE pods SET node_id = '{who}' WHERE pod_id = 'loop'"),
+        )
+    };
+    set_owner(&cc.id);
+    let warm = b.client.get(c.url("loop/")).send().await.unwrap();
+    assert_eq!(served_by(&warm), cc.id, "B learnt that C owns it");
+    set_owner(&a.id);
+    let looped = b.client.get(c.url("loop/")).send().await.unwrap();
+    assert_eq!(looped.status(), 508, "C refuses to forward again");
+    assert_eq!(served_by(&looped), cc.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_body_streams_through_the_proxy() {
+    use futures::StreamExt;
+    use sha2::Digest;
+    const MIB: usize = 1 << 20;
+    let c = Cluster::start();
+    c.create_pod(0, "big");
+    let b = &c.nodes[1];
+    let chunk = |i: usize| vec![(i % 251) as u8; MIB];
+    let mut expected = sha2::Sha256::new();
+    for i in 0..100 {
+        expected.update(chunk(i));
+    }
+    let expected = hex::encode(expected.finalize());
+    let upload = futures::stream::iter(0..100).map(move |i| Ok::<_, std::io::Error>(chunk(i)));
+    let put = b
+        .client
+        .put(c.url("big/file.bin"))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(upload))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(served_by(&put), c.nodes[0].id);
+    let get = b.client.get(c.url("big/file.bin")).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    let mut got = sha2::Sha256::new();
+    let mut len = 0;
+    let mut stream = get.bytes_stream();
+    while let Some(part) = stream.next().await {
+        let part = part.unwrap();
+        len += part.len();
+        got.update(&part);
+    }
+    assert_eq!(len, 100 * MIB);
+    assert_eq!(hex::encode(got.finalize()), expected);
+    let peak = support::vm_hwm(b.server.pid());
+    assert!(peak < 100 << 20, "proxy peak RSS {} MiB", peak >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owner_costs_two_seconds_and_its_pods_can_be_reassigned() {
+    let mut c = Cluster::start();
+    c.create_pod(0, "alice");
+    let put = c.nodes[1]
+        .client
+        .put(c.url("alice/data.txt"))
+        .header("content-type", "text/plain")
+        .body("survives its node")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+
+    // Stopped (connections accepted, nothing answered): 503 in about 2 s.
+    let pid = c.nodes[0].server.pid() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let started = Instant::now();
+    let resp = c.nodes[1]
+        .client
+        .get(c.url("alice/data.txt"))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(took < Duration::from_millis(3500), "took {took:?}");
+
+    // Killed (connections refused): 503 at once.
+    c.nodes[0].server.stop_with(libc::SIGKILL);
+    let started = Instant::now();
+    let resp = c.nodes[2]
+        .client
+        .get(c.url("alice/data.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(started.elapsed() < Duration::from_millis(2500));
+
+    // A live node refuses to be reassigned without --force.
+    let out = c.cli(1, &["nodes", "reassign", &c.nodes[2].id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still sending heartbeats"));
+
+    // Once A is unreachable, its pods move to a live node sharing its storage.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let out = c.cli(1, &["nodes", "reassign", &c.nodes[0].id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("moved pod alice"));
+    for i in [1, 2] {
+        let resp = c.nodes[i]
+            .client
+            .get(c.url("alice/data.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "through node {i}");
+        let by = served_by(&resp);
+        assert!(by == c.nodes[1].id || by == c.nodes[2].id, "{by}");
+        assert_eq!(resp.text().await.unwrap(), "survives its node");
+    }
+    // The gone node can now be removed.
+    let out = c.cli(2, &["nodes", "remove", &c.nodes[0].id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.pg.psql("cluster", "SELECT count(*) FROM nodes"), "2");
+}
