@@ -4,7 +4,11 @@
 //! database.
 //!
 //! Entries are immutable (keyed by their SHA-256), so a cached entry is never
-//! stale; it can only be damaged, which reads detect by hashing. The index row
+//! stale; it can only be damaged, which reads detect by hashing. The index
+//! also keeps an XXH3-64 checksum of each entry, taken from the same bytes
+//! that were SHA-256-verified when the entry was written: large entries are
+//! checked with it (tens of GB/s) instead of re-hashing them with SHA-256
+//! (about 350 MB/s on CPUs without SHA extensions) on every read. The index row
 //! is written before the bytes are linked in, so a crash leaves at worst a row
 //! without a file: it still counts towards the cap until evicted, and a read
 //! of it is a miss.
@@ -71,7 +75,8 @@ impl Cache {
              CREATE TABLE IF NOT EXISTS entries (
                  hash TEXT PRIMARY KEY,
                  size INTEGER NOT NULL,
-                 last_access INTEGER NOT NULL
+                 last_access INTEGER NOT NULL,
+                 xxh3 INTEGER
              );
              CREATE INDEX IF NOT EXISTS entries_lru ON entries (last_access);",
         )
@@ -161,14 +166,27 @@ impl Cache {
         }
     }
 
+    /// The XXH3-64 checksum recorded for an entry, if any.
+    pub fn xxh3_of(&self, hash: &str) -> Option<u64> {
+        let conn = self.index.lock().expect("cache index");
+        conn.query_row(
+            "SELECT xxh3 FROM entries WHERE hash = ?1",
+            params![hash],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .ok()
+        .flatten()
+        .map(|v| v as u64)
+    }
+
     /// Accounts a new entry in the index (before its bytes are linked in).
     /// Returns false if it was already there.
-    fn account(&self, hash: &str, size: u64) -> Result<bool, String> {
+    fn account(&self, hash: &str, size: u64, xxh3: Option<u64>) -> Result<bool, String> {
         let conn = self.index.lock().expect("cache index");
         let n = conn
             .execute(
-                "INSERT OR IGNORE INTO entries (hash, size, last_access) VALUES (?1, ?2, ?3)",
-                params![hash, size as i64, now_ms()],
+                "INSERT OR IGNORE INTO entries (hash, size, last_access, xxh3) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, size as i64, now_ms(), xxh3.map(|v| v as i64)],
             )
             .map_err(|e| e.to_string())?;
         if n == 1 {
@@ -180,11 +198,11 @@ impl Cache {
 
     /// Makes a finished spool file (already hashed) the cache entry of `hash`,
     /// by hard link: no copy. The spool name is left for its owner to drop.
-    pub async fn adopt(&self, spool: &Path, hash: &str, size: u64) {
+    pub async fn adopt(&self, spool: &Path, hash: &str, size: u64, xxh3: Option<u64>) {
         if !self.admits(size) {
             return;
         }
-        if let Err(e) = self.account(hash, size) {
+        if let Err(e) = self.account(hash, size, xxh3) {
             tracing::warn!(error = %e, "cannot index a cache entry");
             return;
         }
@@ -243,9 +261,15 @@ impl Cache {
     }
 
     /// Commits a fill; on a hash or size mismatch nothing is cached.
-    pub async fn commit_fill(&self, hash: &str, size: u64, writer: cacache::Writer) -> bool {
+    pub async fn commit_fill(
+        &self,
+        hash: &str,
+        size: u64,
+        xxh3: u64,
+        writer: cacache::Writer,
+    ) -> bool {
         // Account first: a crash between the two leaves a row without a file.
-        if let Err(e) = self.account(hash, size) {
+        if let Err(e) = self.account(hash, size, Some(xxh3)) {
             tracing::warn!(error = %e, "cannot index a cache entry");
             return false;
         }
@@ -359,7 +383,7 @@ mod tests {
         let spool = cache.spool_path();
         std::fs::write(&spool, b"adopted bytes").unwrap();
         let hash = hash_of(b"adopted bytes");
-        cache.adopt(&spool, &hash, 13).await;
+        cache.adopt(&spool, &hash, 13, None).await;
         // cacache finds (and verifies) the entry where we linked it.
         let read = cacache::read_hash(dir.path(), &integrity(&hash))
             .await
@@ -377,7 +401,7 @@ mod tests {
             let spool = cache.spool_path();
             std::fs::write(&spool, body).unwrap();
             let hash = hash_of(body);
-            cache.adopt(&spool, &hash, 10).await;
+            cache.adopt(&spool, &hash, 10, None).await;
             hashes.push(hash);
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             if hashes.len() == 2 {

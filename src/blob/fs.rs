@@ -159,6 +159,7 @@ impl BlobStore for FsBlobStore {
         Ok(Upload {
             info,
             spool: Some(spool),
+            xxh3: None,
         })
     }
 

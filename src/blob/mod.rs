@@ -50,6 +50,8 @@ pub struct BlobInfo {
 pub struct Upload {
     pub info: BlobInfo,
     pub(crate) spool: Option<SpoolFile>,
+    /// A fast checksum (XXH3-64) of the bytes, for stores that keep a cache.
+    pub(crate) xxh3: Option<u64>,
 }
 
 /// A spool file, removed when dropped (also when a write fails).

@@ -5,10 +5,12 @@
 //!   upload the spool under its hash with its known size, and (after the row
 //!   commits) link the spool in as the cache entry: one copy on local disk.
 //! - **Reads** try the cache first. Entries up to [`SMALL`] are verified
-//!   before a byte is sent, so a damaged one is evicted and fetched again
-//!   within the same request. Larger ones are verified while they stream; the
-//!   last chunk is held back until the hash matches, so a mismatch aborts the
-//!   response (and evicts the entry: the next read fetches it again).
+//!   against their SHA-256 before a byte is sent, so a damaged one is evicted
+//!   and fetched again within the same request. Larger ones are verified
+//!   while they stream, against the XXH3-64 checksum the index recorded from
+//!   the SHA-256-verified bytes when the entry was written; the last chunk is
+//!   held back until the checksum matches, so a mismatch aborts the response
+//!   (and evicts the entry: the next read fetches it again).
 //! - **A miss** streams from S3 to the client and fills the cache at once,
 //!   never holding a whole object in memory.
 //! - Byte ranges of a cached entry are read from its file unverified (a range
@@ -129,34 +131,37 @@ impl TieredStore {
         hash: &str,
         range: Option<(u64, u64)>,
     ) -> Result<Option<ByteStream>, BlobError> {
-        let path = self.cache.content_path(hash);
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_unavailable(e)),
-        };
-        let len = file.metadata().await.map_err(io_unavailable)?.len();
-        let c = &self.metrics.cache;
-        if let Some((start, end)) = range {
-            if end >= len {
-                // Damaged (short) entry: let S3 answer.
-                return Ok(None);
-            }
-            self.cache.touch(hash);
-            c.hits.fetch_add(1, Relaxed);
-            c.hit_bytes.fetch_add(end - start + 1, Relaxed);
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(io_unavailable)?;
-            let limited = file.take(end - start + 1);
-            return Ok(Some(
-                tokio_util::io::ReaderStream::with_capacity(limited, 64 * 1024).boxed(),
-            ));
+        use std::io::Read;
+        enum Opened {
+            Missing,
+            Small(Vec<u8>, bool),
+            File(std::fs::File, u64),
         }
-        if len <= SMALL {
-            let mut bytes = Vec::with_capacity(len as usize);
-            file.read_to_end(&mut bytes).await.map_err(io_unavailable)?;
-            if super::sha256_hex(&bytes) != hash {
+        let path = self.cache.content_path(hash);
+        let expected = hash.to_string();
+        // One blocking hop: open, size, and for a small entry read and hash it.
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Opened> {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
+                Err(e) => return Err(e),
+            };
+            let len = file.metadata()?.len();
+            if range.is_none() && len <= SMALL {
+                let mut bytes = Vec::with_capacity(len as usize);
+                file.read_to_end(&mut bytes)?;
+                let sound = super::sha256_hex(&bytes) == expected;
+                return Ok(Opened::Small(bytes, sound));
+            }
+            Ok(Opened::File(file, len))
+        })
+        .await
+        .map_err(|e| BlobError::Unavailable(e.to_string()))?
+        .map_err(io_unavailable)?;
+        let c = &self.metrics.cache;
+        let (file, len) = match opened {
+            Opened::Missing => return Ok(None),
+            Opened::Small(_, false) => {
                 tracing::warn!(
                     hash,
                     "cache entry does not match its hash; fetching it again"
@@ -165,20 +170,45 @@ impl TieredStore {
                 self.cache.evict(hash).await;
                 return Ok(None);
             }
+            Opened::Small(bytes, true) => {
+                self.cache.touch(hash);
+                c.hits.fetch_add(1, Relaxed);
+                c.hit_bytes.fetch_add(bytes.len() as u64, Relaxed);
+                return Ok(Some(
+                    futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed(),
+                ));
+            }
+            Opened::File(f, len) => (tokio::fs::File::from_std(f), len),
+        };
+        if let Some((start, end)) = range {
+            if end >= len {
+                // Damaged (short) entry: let S3 answer.
+                return Ok(None);
+            }
             self.cache.touch(hash);
             c.hits.fetch_add(1, Relaxed);
-            c.hit_bytes.fetch_add(len, Relaxed);
+            c.hit_bytes.fetch_add(end - start + 1, Relaxed);
+            let mut file = file;
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(io_unavailable)?;
+            let limited = file.take(end - start + 1);
             return Ok(Some(
-                futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed(),
+                tokio_util::io::ReaderStream::with_capacity(limited, 64 * 1024).boxed(),
             ));
         }
         self.cache.touch(hash);
         c.hits.fetch_add(1, Relaxed);
         c.hit_bytes.fetch_add(len, Relaxed);
+        let check = match self.cache.xxh3_of(hash) {
+            Some(sum) => Check::Xxh3(sum),
+            None => Check::Sha256,
+        };
         let inner = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed();
         Ok(Some(verified(
             inner,
             hash.to_string(),
+            check,
             None,
             OnMismatch::Evict(self.cache.clone(), self.metrics.clone()),
         )))
@@ -196,7 +226,13 @@ impl TieredStore {
         });
         if len <= SMALL {
             // Small: verify before the first byte is sent.
-            let mut body = verified(stream, hash.to_string(), fill, OnMismatch::Report);
+            let mut body = verified(
+                stream,
+                hash.to_string(),
+                Check::Sha256,
+                fill,
+                OnMismatch::Report,
+            );
             let mut bytes = Vec::with_capacity(len as usize);
             while let Some(chunk) = body.next().await {
                 bytes.extend_from_slice(
@@ -205,7 +241,13 @@ impl TieredStore {
             }
             return Ok(futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed());
         }
-        Ok(verified(stream, hash.to_string(), fill, OnMismatch::Report))
+        Ok(verified(
+            stream,
+            hash.to_string(),
+            Check::Sha256,
+            fill,
+            OnMismatch::Report,
+        ))
     }
 }
 
@@ -214,6 +256,16 @@ struct Fill {
     cache: Arc<Cache>,
     writer: cacache::Writer,
     size: u64,
+}
+
+/// How streamed bytes are checked.
+enum Check {
+    /// Against the SHA-256 they are named by (bytes from S3, or an entry
+    /// without a recorded checksum).
+    Sha256,
+    /// Against the XXH3-64 recorded when the entry was written from
+    /// SHA-256-verified bytes.
+    Xxh3(u64),
 }
 
 /// What to do when streamed bytes do not match their hash.
@@ -230,11 +282,15 @@ enum OnMismatch {
 fn verified(
     mut inner: ByteStream,
     hash: String,
+    check: Check,
     mut fill: Option<Fill>,
     on_mismatch: OnMismatch,
 ) -> ByteStream {
     async_stream::stream! {
+        let sha = matches!(check, Check::Sha256);
         let mut hasher = super::Hasher::default();
+        // The fast checksum: to check with, or to record with a fill.
+        let mut fast = xxhash_rust::xxh3::Xxh3::new();
         let mut held: Option<Bytes> = None;
         while let Some(item) = inner.next().await {
             let chunk = match item {
@@ -244,7 +300,12 @@ fn verified(
                     return;
                 }
             };
-            hasher.update(&chunk);
+            if sha {
+                hasher.update(&chunk);
+            }
+            if !sha || fill.is_some() {
+                fast.update(&chunk);
+            }
             if let Some(f) = fill.as_mut()
                 && let Err(e) = f.writer.write_all(&chunk).await
             {
@@ -255,7 +316,11 @@ fn verified(
                 yield Ok(prev);
             }
         }
-        if hasher.finish() != hash {
+        let sound = match check {
+            Check::Sha256 => hasher.finish() == hash,
+            Check::Xxh3(sum) => fast.digest() == sum,
+        };
+        if !sound {
             match &on_mismatch {
                 OnMismatch::Evict(cache, metrics) => {
                     tracing::warn!(hash = %hash, "cache entry does not match its hash; evicted");
@@ -273,7 +338,7 @@ fn verified(
             return;
         }
         if let Some(f) = fill {
-            f.cache.commit_fill(&hash, f.size, f.writer).await;
+            f.cache.commit_fill(&hash, f.size, fast.digest(), f.writer).await;
         }
         if let Some(last) = held {
             yield Ok(last);
@@ -376,6 +441,7 @@ impl BlobStore for TieredStore {
             .await
             .map_err(io_unavailable)?;
         let mut hasher = super::Hasher::default();
+        let mut fast = xxhash_rust::xxh3::Xxh3::new();
         let mut size: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
@@ -384,6 +450,7 @@ impl BlobStore for TieredStore {
                 return Err(BlobError::TooLarge(max_size));
             }
             hasher.update(&chunk);
+            fast.update(&chunk);
             file.write_all(&chunk).await.map_err(io_unavailable)?;
         }
         // S3 is the durable copy; the spool only has to be complete.
@@ -400,6 +467,7 @@ impl BlobStore for TieredStore {
         Ok(Upload {
             info,
             spool: Some(spool),
+            xxh3: Some(fast.digest()),
         })
     }
 
@@ -420,7 +488,9 @@ impl BlobStore for TieredStore {
             // Uploaded moments ago; only a collection in between could remove it.
             Err(e) => tracing::warn!(error = %e, "cannot confirm an upload after its commit"),
         }
-        self.cache.adopt(&spool.0, hash, upload.info.size).await;
+        self.cache
+            .adopt(&spool.0, hash, upload.info.size, upload.xxh3)
+            .await;
         Ok(())
     }
 
