@@ -338,7 +338,13 @@ fn verified(
             return;
         }
         if let Some(f) = fill {
-            f.cache.commit_fill(&hash, f.size, fast.digest(), f.writer).await;
+            // Not cancellable: a client leaving now must not leave the entry
+            // accounted but not evicted for.
+            let (sum, h) = (fast.digest(), hash.clone());
+            let _ = tokio::spawn(async move {
+                f.cache.commit_fill(&h, f.size, sum, f.writer).await;
+            })
+            .await;
         }
         if let Some(last) = held {
             yield Ok(last);
@@ -488,9 +494,18 @@ impl BlobStore for TieredStore {
             // Uploaded moments ago; only a collection in between could remove it.
             Err(e) => tracing::warn!(error = %e, "cannot confirm an upload after its commit"),
         }
-        self.cache
-            .adopt(&spool.0, hash, upload.info.size, upload.xxh3)
-            .await;
+        // Not cancellable (the client may be gone): index, link, evict.
+        let (cache, hash, size, sum) = (
+            self.cache.clone(),
+            hash.clone(),
+            upload.info.size,
+            upload.xxh3,
+        );
+        let _ = tokio::spawn(async move {
+            cache.adopt(&spool.0, &hash, size, sum).await;
+            drop(spool);
+        })
+        .await;
         Ok(())
     }
 
