@@ -276,6 +276,44 @@ async fn any_node_answers_for_any_pod() {
     let looped = b.client.get(c.url("loop/")).send().await.unwrap();
     assert_eq!(looped.status(), 508, "C refuses to forward again");
     assert_eq!(served_by(&looped), cc.id);
+
+    // A drain (asked of C) moves A's pods; B, which cached A as the owner,
+    // learns of the move from the outbox follower, well before its cache
+    // would expire.
+    let warm = b
+        .client
+        .get(c.url("alice/notes/n1.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&warm), a.id);
+    let out = c.cli(2, &["nodes", "drain", &a.id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("moved pod alice"));
+    let moved_at = Instant::now();
+    loop {
+        let r = b
+            .client
+            .get(c.url("alice/notes/n1.bin"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 && served_by(&r) != a.id {
+            assert!(r.bytes().await.unwrap() == body, "all data after the move");
+            break;
+        }
+        assert!(
+            moved_at.elapsed() < Duration::from_secs(3),
+            "B still routes to the old owner: {} from {}",
+            r.status(),
+            served_by(&r)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

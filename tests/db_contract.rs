@@ -157,6 +157,63 @@ async fn contract(db: Db) {
     ));
 
     resources(&db).await;
+    followers(&db).await;
+}
+
+/// Outbox followers: positions, owner events, cursors and pruning.
+async fn followers(db: &Db) {
+    db.node_upsert(&node("fa", "10.0.0.21")).await.unwrap();
+    db.node_upsert(&node("fb", "10.0.0.22")).await.unwrap();
+    db.pod_create(&pod("moving", "fa")).await.unwrap();
+    let head = db.events_head().await.unwrap();
+    assert_eq!(
+        db.events_since(&head, 100).await.unwrap(),
+        vec![],
+        "nothing after the head"
+    );
+
+    // A move is one event, after the head, and only when it happens.
+    assert!(db.pod_set_owner("moving", "fa", "fb").await.unwrap());
+    assert!(
+        !db.pod_set_owner("moving", "fa", "fb").await.unwrap(),
+        "fa no longer owns it"
+    );
+    let events = db.events_since(&head, 100).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].kind.as_str(), events[0].pod_id.as_str()),
+        ("owner", "moving")
+    );
+    assert_eq!(db.pod_get("moving").await.unwrap().unwrap().node_id, "fb");
+
+    // Cursors persist; events every follower has read are pruned, no others.
+    let read_all = xpod::db::EventCursor {
+        xid: events[0].xid.clone(),
+        id: events[0].id,
+    };
+    assert_eq!(db.follower_cursor("f1").await.unwrap(), None);
+    db.follower_cursor_set("f1", &read_all).await.unwrap();
+    db.follower_cursor_set("f2", &head).await.unwrap();
+    assert_eq!(
+        db.follower_cursor("f1").await.unwrap(),
+        Some(read_all.clone())
+    );
+    db.events_prune().await.unwrap();
+    assert_eq!(
+        db.events_since(&head, 100).await.unwrap().len(),
+        1,
+        "f2 has not read it yet"
+    );
+    db.follower_cursor_set("f2", &read_all).await.unwrap();
+    assert!(db.events_prune().await.unwrap() >= 1);
+    assert_eq!(
+        db.events_since(&head, 100).await.unwrap(),
+        vec![],
+        "read by all: pruned"
+    );
+    db.follower_cursor_delete("f1").await.unwrap();
+    db.follower_cursor_delete("f2").await.unwrap();
+    assert_eq!(db.follower_cursor("f1").await.unwrap(), None);
 }
 
 fn put(path: &str, hash: Option<&str>) -> PutRequest {

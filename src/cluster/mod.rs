@@ -1,6 +1,7 @@
 //! What nodes share: the cluster secret, and the signatures that authenticate
 //! node-to-node requests.
 
+pub mod follower;
 pub mod placement;
 pub mod registry;
 pub mod secret;

@@ -272,6 +272,29 @@ pub trait MetadataStore: Send + Sync + 'static {
         remove: RemoveBytes,
     ) -> DbResult<bool>;
 
+    /// Committed events after `cursor` (`(xid, id)`), in position order. On
+    /// PostgreSQL only events of transactions below the snapshot's xmin are
+    /// returned: sequence order is not commit order, and nothing can commit
+    /// below xmin any more.
+    async fn events_since(&self, cursor: &EventCursor, limit: u32) -> DbResult<Vec<EventRecord>>;
+    /// A follower's persisted cursor; `None` if it never ran.
+    async fn follower_cursor(&self, name: &str) -> DbResult<Option<EventCursor>>;
+    /// Persists a follower's cursor.
+    async fn follower_cursor_set(&self, name: &str, cursor: &EventCursor) -> DbResult<()>;
+    /// Forgets a follower (its node was removed), so it no longer holds back pruning.
+    async fn follower_cursor_delete(&self, name: &str) -> DbResult<()>;
+    /// The position of the newest event a follower could read now.
+    async fn events_head(&self) -> DbResult<EventCursor>;
+    /// Deletes events every registered follower has read. Returns how many.
+    async fn events_prune(&self) -> DbResult<u64>;
+
+    /// Wakes event followers when new events may be readable (PostgreSQL
+    /// NOTIFY). Only a hint: followers also poll, because notifications are
+    /// lost while the listening connection is down.
+    fn event_waker(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// Runs `work` while holding the cluster-wide lock `key`: a PostgreSQL
     /// session advisory lock, or a process-wide lock on SQLite (one node).
     /// For decisions that span the database and something outside it, such
@@ -281,6 +304,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         key: i64,
         work: LockedWork,
     ) -> DbResult<Result<String, String>>;
+}
+
+/// A position in the outbox: `(xid, id)`; xid is "0" on SQLite.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventCursor {
+    pub xid: String,
+    pub id: i64,
 }
 
 /// Work done under [`MetadataStore::with_cluster_lock`].
@@ -394,6 +424,9 @@ pub struct ImportItem {
 /// A row of `events`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
+    /// On PostgreSQL the writing transaction's id (`xid8`, as text): with
+    /// `id` it is the event's position. "0" on SQLite.
+    pub xid: String,
     pub id: i64,
     pub pod_id: String,
     pub path: String,

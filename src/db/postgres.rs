@@ -16,8 +16,55 @@ use crate::config::redact_url;
 const SCHEMA_LOCK: i64 = 0x7870_6f64_7363_686d;
 const POOL_SIZE: usize = 16;
 
+fn event_row(r: &tokio_postgres::Row) -> EventRecord {
+    EventRecord {
+        id: r.get(0),
+        pod_id: r.get(1),
+        path: r.get(2),
+        kind: r.get(3),
+        version: r.get(4),
+        etag: r.get(5),
+        xid: r.get(6),
+    }
+}
+
 pub struct PostgresStore {
     pool: Pool,
+    /// Notified on every `NOTIFY xpod_events` (see `listen`).
+    waker: Arc<tokio::sync::Notify>,
+}
+
+/// Keeps a connection that LISTENs on `xpod_events` and wakes followers on
+/// each notification; reconnects after a failure.
+fn listen(config: tokio_postgres::Config, waker: Arc<tokio::sync::Notify>) {
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        loop {
+            match config.connect(NoTls).await {
+                Ok((client, mut connection)) => {
+                    let pump_waker = waker.clone();
+                    let pump = tokio::spawn(async move {
+                        let mut messages =
+                            futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        while let Some(Ok(message)) = messages.next().await {
+                            if let tokio_postgres::AsyncMessage::Notification(_) = message {
+                                pump_waker.notify_waiters();
+                            }
+                        }
+                    });
+                    if let Err(e) = client.batch_execute("LISTEN xpod_events").await {
+                        tracing::warn!(error = %e, "cannot LISTEN for events; followers poll");
+                    }
+                    // Events may have been missed while disconnected.
+                    waker.notify_waiters();
+                    let _ = pump.await;
+                    drop(client);
+                }
+                Err(e) => tracing::debug!(error = %e, "event listener cannot connect; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 /// Races that a retry of the whole transaction resolves: two creates of
@@ -90,6 +137,7 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("xpod");
         }
+        let listen_config = pg.clone();
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -104,7 +152,10 @@ impl PostgresStore {
             .create_timeout(Some(Duration::from_secs(6)))
             .build()
             .map_err(|e| DbError::Other(e.to_string()))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            waker: Arc::new(tokio::sync::Notify::new()),
+        };
         let mut client = store.pool.get().await.map_err(|e| {
             let why = match &e {
                 deadpool_postgres::PoolError::Backend(b) => b.to_string(),
@@ -117,6 +168,7 @@ impl PostgresStore {
         })?;
         migrate(&mut client).await?;
         drop(client);
+        listen(listen_config, store.waker.clone());
         Ok(store)
     }
 
@@ -356,16 +408,26 @@ impl MetadataStore for PostgresStore {
     }
 
     async fn pod_set_owner(&self, pod_id: &str, from: &str, to: &str) -> DbResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
         // UPDATE takes the row lock that conflicts with writers' FOR SHARE.
-        let n = self
-            .client()
-            .await?
+        let n = tx
             .execute(
                 "UPDATE pods SET node_id = $3 WHERE pod_id = $1 AND node_id = $2",
                 &[&pod_id, &from, &to],
             )
             .await
             .map_err(err)?;
+        if n == 1 {
+            // Placement caches learn of the move from the outbox.
+            tx.execute(
+                "INSERT INTO events (pod_id, path, kind, version, created_at) VALUES ($1, '/', 'owner', 0, $2)",
+                &[&pod_id, &super::now_ms()],
+            )
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
         Ok(n == 1)
     }
 
@@ -605,22 +667,109 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT id, pod_id, path, kind, version, etag FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+                "SELECT id, pod_id, path, kind, version, etag, xid::text FROM events WHERE id > $1 ORDER BY id LIMIT $2",
                 &[&after_id, &(limit as i64)],
             )
             .await
             .map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| EventRecord {
-                id: r.get(0),
-                pod_id: r.get(1),
-                path: r.get(2),
-                kind: r.get(3),
-                version: r.get(4),
-                etag: r.get(5),
+        Ok(rows.iter().map(event_row).collect())
+    }
+
+    fn event_waker(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.waker.clone())
+    }
+
+    async fn events_since(&self, cursor: &EventCursor, limit: u32) -> DbResult<Vec<EventRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, pod_id, path, kind, version, etag, xid::text FROM events
+                 WHERE (xid, id) > ($1::text::xid8, $2)
+                   AND xid < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY xid, id LIMIT $3",
+                &[&cursor.xid, &cursor.id, &(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(event_row).collect())
+    }
+
+    async fn follower_cursor(&self, name: &str) -> DbResult<Option<EventCursor>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT cursor_xid::text, cursor_id FROM follower_cursors WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.map(|r| EventCursor {
+            xid: r.get(0),
+            id: r.get(1),
+        }))
+    }
+
+    async fn follower_cursor_set(&self, name: &str, cursor: &EventCursor) -> DbResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO follower_cursors (name, cursor_xid, cursor_id, updated_at)
+                 VALUES ($1, $2::text::xid8, $3, $4)
+                 ON CONFLICT (name) DO UPDATE
+                 SET cursor_xid = EXCLUDED.cursor_xid, cursor_id = EXCLUDED.cursor_id,
+                     updated_at = EXCLUDED.updated_at",
+                &[&name, &cursor.xid, &cursor.id, &super::now_ms()],
+            )
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn follower_cursor_delete(&self, name: &str) -> DbResult<()> {
+        self.client()
+            .await?
+            .execute("DELETE FROM follower_cursors WHERE name = $1", &[&name])
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn events_head(&self) -> DbResult<EventCursor> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT xid::text, id FROM events
+                 WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY xid DESC, id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row
+            .map(|r| EventCursor {
+                xid: r.get(0),
+                id: r.get(1),
             })
-            .collect())
+            .unwrap_or_else(|| EventCursor {
+                xid: "0".into(),
+                id: 0,
+            }))
+    }
+
+    async fn events_prune(&self) -> DbResult<u64> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM events WHERE (xid, id) <= (
+                     SELECT cursor_xid, cursor_id FROM follower_cursors
+                     ORDER BY cursor_xid, cursor_id LIMIT 1)",
+                &[],
+            )
+            .await
+            .map_err(err)
     }
 
     async fn blob_get(&self, storage_id: &str, hash: &str) -> DbResult<Option<BlobRecord>> {

@@ -36,11 +36,11 @@ macro_rules! schema {
     };
 }
 
-pub const SQLITE: &[SchemaFile] = schema!("sqlite", 1 => "0001_initial");
-pub const POSTGRES: &[SchemaFile] = schema!("postgres", 1 => "0001_initial");
+pub const SQLITE: &[SchemaFile] = schema!("sqlite", 1 => "0001_initial", 2 => "0002_followers");
+pub const POSTGRES: &[SchemaFile] = schema!("postgres", 1 => "0001_initial", 2 => "0002_followers");
 
 /// The newest schema this binary knows. Both backends move in step.
-pub const LATEST: i64 = 1;
+pub const LATEST: i64 = 2;
 
 /// A row of `schema_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -357,12 +357,22 @@ impl MetadataStore for SqliteStore {
     async fn pod_set_owner(&self, pod_id: &str, from: &str, to: &str) -> DbResult<bool> {
         let (pod, from, to) = (pod_id.to_string(), from.to_string(), to.to_string());
         self.write(move |c| {
-            c.execute(
-                "UPDATE pods SET node_id = ?3 WHERE pod_id = ?1 AND node_id = ?2",
-                params![pod, from, to],
-            )
-            .map(|n| n == 1)
-            .map_err(err)
+            let tx = c.transaction().map_err(err)?;
+            let n = tx
+                .execute(
+                    "UPDATE pods SET node_id = ?3 WHERE pod_id = ?1 AND node_id = ?2",
+                    params![pod, from, to],
+                )
+                .map_err(err)?;
+            if n == 1 {
+                tx.execute(
+                    "INSERT INTO events (pod_id, path, kind, version, created_at) VALUES (?1, '/', 'owner', 0, ?2)",
+                    params![pod, super::now_ms()],
+                )
+                .map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(n == 1)
         })
         .await
     }
@@ -620,6 +630,7 @@ impl MetadataStore for SqliteStore {
                 .map_err(err)?;
             stmt.query_map(params![after_id, limit], |r| {
                 Ok(EventRecord {
+                    xid: "0".into(),
                     id: r.get(0)?,
                     pod_id: r.get(1)?,
                     path: r.get(2)?,
@@ -630,6 +641,79 @@ impl MetadataStore for SqliteStore {
             })
             .map_err(err)?
             .collect::<Result<_, _>>()
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn events_since(&self, cursor: &EventCursor, limit: u32) -> DbResult<Vec<EventRecord>> {
+        // One writer: id order is commit order.
+        self.events_after(cursor.id, limit).await
+    }
+
+    async fn follower_cursor(&self, name: &str) -> DbResult<Option<EventCursor>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT cursor_xid, cursor_id FROM follower_cursors WHERE name = ?1",
+                [&name],
+                |r| {
+                    Ok(EventCursor {
+                        xid: r.get(0)?,
+                        id: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn follower_cursor_set(&self, name: &str, cursor: &EventCursor) -> DbResult<()> {
+        let (name, cursor) = (name.to_string(), cursor.clone());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO follower_cursors (name, cursor_xid, cursor_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET cursor_xid = ?2, cursor_id = ?3, updated_at = ?4",
+                params![name, cursor.xid, cursor.id, super::now_ms()],
+            )
+            .map(|_| ())
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn follower_cursor_delete(&self, name: &str) -> DbResult<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            c.execute("DELETE FROM follower_cursors WHERE name = ?1", [&name])
+                .map(|_| ())
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn events_head(&self) -> DbResult<EventCursor> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {
+                Ok(EventCursor {
+                    xid: "0".into(),
+                    id: r.get(0)?,
+                })
+            })
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn events_prune(&self) -> DbResult<u64> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM events WHERE id <= (SELECT MIN(cursor_id) FROM follower_cursors)",
+                [],
+            )
+            .map(|n| n as u64)
             .map_err(err)
         })
         .await

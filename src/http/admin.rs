@@ -218,6 +218,11 @@ pub async fn remove_node(
     match app.db.node_remove(&id).await {
         Ok(_) => {
             app.placement.forget_node(&id);
+            // Its follower no longer holds back pruning.
+            let name = crate::cluster::follower::placement_name(&id);
+            if let Err(e) = app.db.follower_cursor_delete(&name).await {
+                tracing::warn!(error = %e, "cannot delete the removed node's follower cursor");
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         Err(DbError::Conflict(why)) => refuse(StatusCode::CONFLICT, &why),

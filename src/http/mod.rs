@@ -93,6 +93,19 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         ))
     })?;
     tracing::info!(address = %addr, base_url = %app.config.base_url, "listening");
+    crate::cluster::follower::spawn(
+        app.db.clone(),
+        crate::cluster::follower::placement_name(&app.node.id),
+        {
+            // The placement cache forgets pods whose owner changed.
+            let app = app.clone();
+            Box::new(move |events: &[crate::db::EventRecord]| {
+                for e in events.iter().filter(|e| e.kind == "owner") {
+                    app.placement.forget_pod(&e.pod_id);
+                }
+            })
+        },
+    );
     crate::cluster::registry::spawn_heartbeat(
         app.db.clone(),
         app.node.id.clone(),
