@@ -86,6 +86,7 @@ impl App {
         let (node_id, id_source) =
             identity::resolve(config.node_id.as_deref(), &config.node_id_path).map_err(fail)?;
         let key = keys::load_or_create(&config.root.join("node.key")).map_err(fail)?;
+        refuse_unimported_box(&config)?;
         let db = db::open(&config.database).await.map_err(fail)?;
         let blobs: Blobs = if config.s3.is_some() {
             Arc::new(
@@ -164,6 +165,19 @@ impl App {
             patch_locks: Default::default(),
         })
     }
+}
+
+/// A box that ran alone on SQLite and is now pointed at a cluster database
+/// must bring its pods along first, or they would silently disappear.
+fn refuse_unimported_box(config: &Config) -> Result<(), StartupError> {
+    let local = crate::cluster::join::standalone_db(&config.root);
+    if matches!(config.database, crate::config::DatabaseConfig::Postgres(_)) && local.exists() {
+        return Err(StartupError(format!(
+            "this node ran alone on SQLite ({}) and CSS_DATABASE_URL now names a cluster database: stop here and run `xpod cluster join --import` with the same settings to bring its pods into the cluster (nothing on this box is deleted), then start again",
+            local.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses to start when this node owns pods whose bytes live in another

@@ -111,6 +111,23 @@ pub enum Command {
         #[command(subcommand)]
         command: NodesCommand,
     },
+    /// Joining a cluster
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// OFFLINE (stop `xpod serve` first): bring the pods of a box that ran
+    /// alone on SQLite into the cluster named by CSS_DATABASE_URL (and its
+    /// S3 bucket, if set). Nothing on the box is deleted.
+    Join {
+        /// Import this box's pods (rows, and bytes where the cluster's storage differs)
+        #[arg(long)]
+        import: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,6 +230,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Pods { command } => pods(&config, command),
         Command::Nodes { command } => nodes(&config, command),
+        Command::Cluster {
+            command: ClusterCommand::Join { import },
+        } => cluster_join(&config, import),
     }
 }
 
@@ -367,6 +387,61 @@ async fn admin_call(
     let status = resp.status();
     let json = resp.json().await.unwrap_or(serde_json::Value::Null);
     Ok((status, json))
+}
+
+fn cluster_join(config: &Config, import: bool) -> Result<ExitCode, Failure> {
+    use std::sync::Arc;
+    if !import {
+        return Err(Failure::Other(
+            "`xpod cluster join` needs --import: it copies this box's pods into the cluster".into(),
+        ));
+    }
+    if !matches!(config.database, crate::config::DatabaseConfig::Postgres(_)) {
+        return Err(Failure::Other(
+            "set CSS_DATABASE_URL to the cluster's PostgreSQL database (and the CSS_MINIO_* settings of its bucket, if it has one)".into(),
+        ));
+    }
+    runtime()?.block_on(async {
+        // Offline only: a running node would keep writing to the old database.
+        let health = local_url(config, crate::http::HEALTH_PATH);
+        let probe = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(anyhow::Error::from)?;
+        if probe.get(&health).send().await.is_ok() {
+            return Err(Failure::Other(format!(
+                "a server answers at {health}: stop `xpod serve` on this box before importing"
+            )));
+        }
+        let (node_id, _) = crate::node::identity::resolve(config.node_id.as_deref(), &config.node_id_path)
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let db = crate::db::open(&config.database)
+            .await
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let blobs: crate::blob::Blobs = if config.s3.is_some() {
+            Arc::new(
+                crate::blob::tiered::TieredStore::open(config, &db, Default::default())
+                    .await
+                    .map_err(Failure::Other)?,
+            )
+        } else {
+            Arc::new(
+                crate::blob::fs::FsBlobStore::open(&crate::blob::fs::blob_dir(&config.root))
+                    .map_err(|e| Failure::Other(e.to_string()))?,
+            )
+        };
+        let done = crate::cluster::join::import(config, &db, &blobs, &node_id)
+            .await
+            .map_err(Failure::Other)?;
+        println!(
+            "imported {} pod(s) ({}), {} resource(s), {} bytes copied to the cluster's storage; start the node with `xpod serve`",
+            done.pods.len(),
+            done.pods.join(", "),
+            done.resources,
+            done.bytes_copied
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn nodes(config: &Config, command: NodesCommand) -> Result<ExitCode, Failure> {

@@ -2,6 +2,7 @@
 //! node-to-node requests.
 
 pub mod follower;
+pub mod join;
 pub mod placement;
 pub mod registry;
 pub mod secret;
