@@ -1,8 +1,9 @@
--- wrk script for scripts/bench-ldp.
+-- wrk script for scripts/bench-ldp, bench-storage and bench-cluster.
 --
 --   wrk ... -s bench.lua URL -- get
 --   wrk ... -s bench.lua URL -- get-bulk
 --   wrk ... -s bench.lua URL -- put PREFIX
+--   wrk ... -s bench.lua URL -- random N
 --
 -- "get" sends the same request again and again and counts the response
 -- statuses. "get-bulk" does the same without counting: wrk then skips handing
@@ -10,6 +11,10 @@
 -- machine that also runs the server; wrk still counts statuses >= 400.
 -- "put" sends a PUT of a new small Turtle document for every request, at
 -- URL's path + PREFIX-<thread>-<n>.ttl, and counts the response statuses.
+-- "random N" sends each GET to one of N paths chosen uniformly at random:
+-- URL's path + r00 … r<N-1> (two digits at least, zero-padded), without
+-- counting statuses either (like get-bulk). Every thread seeds its own
+-- generator differently.
 --
 -- done() prints one machine-readable line starting with "BENCH " (latencies in
 -- microseconds), which the bash script parses.
@@ -39,6 +44,10 @@ local function count_status(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
 end
 
+local function random_request()
+  return paths[math.random(1, #paths)]
+end
+
 function init(args)
   local mode = args[1] or "get"
   if mode == "put" then
@@ -53,6 +62,19 @@ function init(args)
   elseif mode == "get" then
     statuses = {}
     response = count_status
+  elseif mode == "random" then
+    local n = tonumber(args[2] or "")
+    if not n or n < 1 then error("bench.lua: random needs a count of paths") end
+    local base = wrk.path
+    if base:sub(-1) ~= "/" then base = base .. "/" end
+    paths = {}
+    for i = 0, n - 1 do
+      table.insert(paths, wrk.format("GET", base .. string.format("r%02d", i)))
+    end
+    -- The thread id and the clock: no two threads draw the same sequence.
+    math.randomseed(os.time() * 1000 + tid * 7919)
+    for _ = 1, 10 do math.random() end
+    request = random_request
   elseif mode ~= "get-bulk" then
     error("bench.lua: unknown mode " .. mode)
   end

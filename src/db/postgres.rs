@@ -175,6 +175,18 @@ impl PostgresStore {
     async fn client(&self) -> DbResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
     }
+
+    /// One row at most, through a statement prepared once per connection:
+    /// for the lookups every request makes (pod, resource, node).
+    async fn query_opt_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> DbResult<Option<tokio_postgres::Row>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(err)?;
+        client.query_opt(&stmt, params).await.map_err(err)
+    }
 }
 
 async fn migrate(client: &mut deadpool_postgres::Object) -> DbResult<()> {
@@ -359,14 +371,11 @@ impl MetadataStore for PostgresStore {
 
     async fn node_get(&self, node_id: &str) -> DbResult<Option<NodeRecord>> {
         let row = self
-            .client()
-            .await?
-            .query_opt(
+            .query_opt_prepared(
                 &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1"),
                 &[&node_id],
             )
-            .await
-            .map_err(err)?;
+            .await?;
         Ok(row.as_ref().map(node_row))
     }
 
@@ -472,14 +481,11 @@ impl MetadataStore for PostgresStore {
 
     async fn pod_get(&self, pod_id: &str) -> DbResult<Option<PodRecord>> {
         let row = self
-            .client()
-            .await?
-            .query_opt(
+            .query_opt_prepared(
                 &format!("SELECT {POD_COLUMNS} FROM pods WHERE pod_id = $1"),
                 &[&pod_id],
             )
-            .await
-            .map_err(err)?;
+            .await?;
         Ok(row.as_ref().map(pod_row))
     }
 
@@ -598,16 +604,13 @@ impl MetadataStore for PostgresStore {
 
     async fn resource_get(&self, pod_id: &str, path: &str) -> DbResult<Option<ResourceRecord>> {
         let row = self
-            .client()
-            .await?
-            .query_opt(
+            .query_opt_prepared(
                 &format!(
                     "SELECT {RESOURCE_COLUMNS} FROM resources WHERE pod_id = $1 AND path = $2"
                 ),
                 &[&pod_id, &path],
             )
-            .await
-            .map_err(err)?;
+            .await?;
         Ok(row.as_ref().map(resource_row))
     }
 
