@@ -31,6 +31,11 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    /// Three nodes, each with `extra` settings too.
+    fn start_with(extra: &[(&'static str, &str)]) -> Cluster {
         let pg = Postgres::start();
         let url = pg.create_database("cluster");
         let garage = Garage::start();
@@ -58,6 +63,7 @@ impl Cluster {
                 ("CSS_NODE_UNREACHABLE_AFTER", "2s".into()),
             ];
             env.extend(garage.env());
+            env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
             let server = Server::start(&host, &borrowed(&env), &node_dir);
             let id = std::fs::read_to_string(root.join(".node-id"))
                 .unwrap()
@@ -433,4 +439,44 @@ async fn a_dead_owner_costs_two_seconds_and_its_pods_can_be_reassigned() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(c.pg.psql("cluster", "SELECT count(*) FROM nodes"), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auto_reassign_the_pods_of_a_dead_node_move_by_themselves() {
+    let mut c = Cluster::start_with(&[("CSS_AUTO_REASSIGN", "true")]);
+    c.create_pod(0, "alice");
+    let put = c.nodes[2]
+        .client
+        .put(c.url("alice/x.txt"))
+        .header("content-type", "text/plain")
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    c.nodes[0].server.stop_with(libc::SIGKILL);
+    // Unreachable after 2 s of silence; a live node then moves the pod.
+    let killed = Instant::now();
+    loop {
+        let r = c.nodes[1]
+            .client
+            .get(c.url("alice/x.txt"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            assert_ne!(served_by(&r), c.nodes[0].id);
+            assert_eq!(r.text().await.unwrap(), "still here");
+            break;
+        }
+        assert_eq!(r.status(), 503, "until the move, the dead owner gives 503");
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "not reassigned within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let owner =
+        c.pg.psql("cluster", "SELECT node_id FROM pods WHERE pod_id = 'alice'");
+    assert_ne!(owner, c.nodes[0].id);
 }
