@@ -226,6 +226,24 @@ async fn any_node_answers_for_any_pod() {
         .unwrap();
     assert_eq!(pod["nodeId"], a.id.as_str());
     assert_eq!(pod["migration"], serde_json::Value::Null);
+    let pods: serde_json::Value = b
+        .client
+        .get(c.url(".cluster/pods"))
+        .bearer_auth(token(b))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podId"] == "alice")
+        .unwrap();
+    assert_eq!(listed["nodeId"], a.id.as_str(), "the list names the owner");
+    assert_eq!(listed["migration"], serde_json::Value::Null);
     let out = c.cli(2, &["nodes", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());

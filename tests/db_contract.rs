@@ -148,7 +148,23 @@ async fn contract(db: Db) {
     assert_eq!(failed.error.as_deref(), Some("target unreachable"));
     assert!(failed.finished_at.is_some());
     assert_eq!(db.migration_active("alice").await.unwrap(), None);
+    let alices = |all: Vec<xpod::db::MigrationRecord>| -> Vec<xpod::db::MigrationRecord> {
+        all.into_iter().filter(|m| m.pod_id == "alice").collect()
+    };
+    assert_eq!(alices(db.migrations_active().await.unwrap()), vec![]);
     let again = db.migration_start("alice", "a", "b").await.unwrap();
+    assert_eq!(
+        alices(db.migrations_active().await.unwrap()),
+        vec![again.clone()]
+    );
+    assert!(
+        db.migrations_active()
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.pod_id == "bob"),
+        "other pods' active migrations are listed too"
+    );
     assert!(again.id > m.id);
     assert!(matches!(
         db.migration_set_status(i64::MAX, MigrationStatus::Done, None)

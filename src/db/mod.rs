@@ -199,6 +199,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> DbResult<MigrationRecord>;
     /// The pod's active migration, if any.
     async fn migration_active(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>>;
+    /// Every active migration, of every pod (for listings).
+    async fn migrations_active(&self) -> DbResult<Vec<MigrationRecord>>;
 
     /// Creates a pod with its root container, in one transaction;
     /// `Conflict` if the name or base URL is taken.

@@ -578,6 +578,22 @@ impl MetadataStore for PostgresStore {
         row.as_ref().map(migration_row).transpose()
     }
 
+    async fn migrations_active(&self) -> DbResult<Vec<MigrationRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {MIGRATION_COLUMNS} FROM migrations
+                     WHERE status IN ('pending', 'copying', 'syncing', 'switching') ORDER BY pod_id"
+                ),
+                &[],
+            )
+            .await
+            .map_err(err)?;
+        rows.iter().map(migration_row).collect()
+    }
+
     async fn pod_create(&self, pod: &PodRecord) -> DbResult<ResourceRecord> {
         let p = pod.clone();
         self.retrying(move |tx| {

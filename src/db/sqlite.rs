@@ -547,6 +547,24 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn migrations_active(&self) -> DbResult<Vec<MigrationRecord>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {MIGRATION_COLUMNS} FROM migrations
+                     WHERE status IN ('pending', 'copying', 'syncing', 'switching') ORDER BY pod_id"
+                ))
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([], migration_row)
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            rows.into_iter().map(with_status).collect()
+        })
+        .await
+    }
+
     async fn pod_create(&self, pod: &PodRecord) -> DbResult<ResourceRecord> {
         let p = pod.clone();
         self.write_tx(move |c| {

@@ -246,15 +246,7 @@ pub async fn get_pod(
         Err(e) => return unavailable(e),
     };
     let mut json = pod_json(&pod);
-    json["migration"] = match migration {
-        Some(m) => serde_json::json!({
-            "status": m.status.as_str(),
-            "sourceNode": m.source_node,
-            "targetNode": m.target_node,
-            "progress": m.progress,
-        }),
-        None => serde_json::Value::Null,
-    };
+    json["migration"] = migration_json(migration.as_ref());
     Json(json).into_response()
 }
 
@@ -303,10 +295,36 @@ pub async fn create_pod(
     }
 }
 
-/// `GET /.cluster/pods`.
+fn migration_json(m: Option<&crate::db::MigrationRecord>) -> serde_json::Value {
+    match m {
+        Some(m) => serde_json::json!({
+            "status": m.status.as_str(),
+            "sourceNode": m.source_node,
+            "targetNode": m.target_node,
+            "progress": m.progress,
+        }),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// `GET /.cluster/pods`: every pod with its owner and any active migration.
 pub async fn list_pods(_admin: Admin, State(app): State<Arc<App>>) -> Response {
+    let migrations = match app.db.migrations_active().await {
+        Ok(m) => m,
+        Err(e) => return unavailable(e),
+    };
     match app.db.pod_list().await {
-        Ok(pods) => Json(pods.iter().map(pod_json).collect::<Vec<_>>()).into_response(),
+        Ok(pods) => Json(
+            pods.iter()
+                .map(|p| {
+                    let mut json = pod_json(p);
+                    json["migration"] =
+                        migration_json(migrations.iter().find(|m| m.pod_id == p.pod_id));
+                    json
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot list pods");
             refuse(
