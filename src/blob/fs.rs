@@ -64,9 +64,9 @@ pub fn ensure_storage_id(dir: &Path) -> Result<String, StorageIdError> {
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{BlobError, BlobInfo, BlobStore, ByteStream, SpoolFile, Upload, is_hash};
+use super::{BlobError, BlobStore, ByteStream, SpoolFile, Upload, is_hash};
 
 /// Blobs as files `<dir>/<h0h1>/<h2h3>/<hash>`, published by rename after fsync.
 pub struct FsBlobStore {
@@ -129,32 +129,16 @@ impl BlobStore for FsBlobStore {
         &self.storage_id
     }
 
-    async fn put(&self, mut body: ByteStream, max_size: u64) -> Result<Upload, BlobError> {
+    async fn put(&self, body: ByteStream, max_size: u64) -> Result<Upload, BlobError> {
         let spool = SpoolFile(
             self.dir
                 .join("spool")
                 .join(uuid::Uuid::new_v4().simple().to_string()),
         );
-        let mut file = tokio::fs::File::create(&spool.0)
-            .await
-            .map_err(unavailable)?;
-        let mut hasher = super::Hasher::default();
-        let mut size: u64 = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
-            size += chunk.len() as u64;
-            if size > max_size {
-                return Err(BlobError::TooLarge(max_size));
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(unavailable)?;
-        }
-        file.sync_all().await.map_err(unavailable)?;
-        drop(file);
-        let info = BlobInfo {
-            hash: hasher.finish(),
-            size,
-        };
+        let spooled = super::spool(body, &spool.0, max_size).await?;
+        // Durable before it is published (and acknowledged).
+        spooled.file.sync_all().await.map_err(unavailable)?;
+        let info = spooled.info;
         self.publish(&spool.0, &info.hash).await?;
         Ok(Upload {
             info,

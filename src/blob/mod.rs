@@ -118,6 +118,49 @@ impl Hasher {
     }
 }
 
+/// A body written to a spool file while it was hashed.
+pub(crate) struct Spooled {
+    /// The spool file, written but not yet synced or flushed.
+    pub file: tokio::fs::File,
+    pub info: BlobInfo,
+    /// XXH3-64 of the same bytes, for stores that keep a cache.
+    pub xxh3: u64,
+}
+
+/// Streams `body` into a new file at `path`, hashing it on the way; refuses
+/// more than `max_size` bytes. The caller owns the path (a [`SpoolFile`]).
+pub(crate) async fn spool(
+    mut body: ByteStream,
+    path: &std::path::Path,
+    max_size: u64,
+) -> Result<Spooled, BlobError> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| BlobError::Unavailable(format!("spool file: {e}"));
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut hasher = Hasher::default();
+    let mut fast = xxhash_rust::xxh3::Xxh3::new();
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
+        size += chunk.len() as u64;
+        if size > max_size {
+            return Err(BlobError::TooLarge(max_size));
+        }
+        hasher.update(&chunk);
+        fast.update(&chunk);
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    Ok(Spooled {
+        file,
+        info: BlobInfo {
+            hash: hasher.finish(),
+            size,
+        },
+        xxh3: fast.digest(),
+    })
+}
+
 /// The lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let mut h = Hasher::default();

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 
 use super::cache::Cache;
 use super::s3::{MARKER_KEY, S3Error, S3Store};
-use super::{BlobError, BlobInfo, BlobStore, ByteStream, SpoolFile, Upload, is_hash};
+use super::{BlobError, BlobStore, ByteStream, SpoolFile, Upload, is_hash};
 
 /// Entries up to this size are verified before they are sent.
 pub const SMALL: u64 = 1024 * 1024;
@@ -438,34 +438,17 @@ impl BlobStore for TieredStore {
         &self.storage_id
     }
 
-    async fn put(&self, mut body: ByteStream, max_size: u64) -> Result<Upload, BlobError> {
+    async fn put(&self, body: ByteStream, max_size: u64) -> Result<Upload, BlobError> {
         if !self.verified.load(Relaxed) {
             self.check_marker().await?;
         }
         let spool = SpoolFile(self.cache.spool_path());
-        let mut file = tokio::fs::File::create(&spool.0)
-            .await
-            .map_err(io_unavailable)?;
-        let mut hasher = super::Hasher::default();
-        let mut fast = xxhash_rust::xxh3::Xxh3::new();
-        let mut size: u64 = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
-            size += chunk.len() as u64;
-            if size > max_size {
-                return Err(BlobError::TooLarge(max_size));
-            }
-            hasher.update(&chunk);
-            fast.update(&chunk);
-            file.write_all(&chunk).await.map_err(io_unavailable)?;
-        }
+        let mut spooled = super::spool(body, &spool.0, max_size).await?;
         // S3 is the durable copy; the spool only has to be complete.
-        file.flush().await.map_err(io_unavailable)?;
-        drop(file);
-        let info = BlobInfo {
-            hash: hasher.finish(),
-            size,
-        };
+        spooled.file.flush().await.map_err(io_unavailable)?;
+        drop(spooled.file);
+        let size = spooled.info.size;
+        let info = spooled.info;
         self.s3
             .put_file(&info.hash, &spool.0, size)
             .await
@@ -473,7 +456,7 @@ impl BlobStore for TieredStore {
         Ok(Upload {
             info,
             spool: Some(spool),
-            xxh3: Some(fast.digest()),
+            xxh3: Some(spooled.xxh3),
         })
     }
 
