@@ -565,6 +565,26 @@ async fn contract_postgres() {
     );
     assert_eq!(per_version, "", "a schema version was recorded twice");
     contract(Arc::clone(&stores[0])).await;
+
+    // A node that commits its setting after another node's statement began
+    // still wins: the other node waits and then returns the committed value
+    // (this is how five nodes starting at once agree on the cluster secret).
+    let (raw, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    raw.batch_execute("BEGIN; INSERT INTO cluster_settings (key, value) VALUES ('held', 'first')")
+        .await
+        .unwrap();
+    let db = Arc::clone(&stores[1]);
+    let racing = tokio::spawn(async move { db.setting_init("held", "second").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !racing.is_finished(),
+        "the racing insert waits for the open one"
+    );
+    raw.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(racing.await.unwrap().unwrap(), "first");
 }
 
 #[tokio::test]

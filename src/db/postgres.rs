@@ -313,15 +313,14 @@ impl MetadataStore for PostgresStore {
 
     async fn setting_init(&self, key: &str, value: &str) -> DbResult<String> {
         let client = self.client().await?;
-        // Two statements would race; one upsert that returns the stored row cannot.
+        // `DO NOTHING` plus a SELECT would miss a row that a racing node
+        // commits after this statement's snapshot; a no-op `DO UPDATE` waits
+        // for that node and always returns the row that won.
         let row = client
             .query_one(
-                "WITH ins AS (
-                   INSERT INTO cluster_settings (key, value) VALUES ($1, $2)
-                   ON CONFLICT (key) DO NOTHING RETURNING value)
-                 SELECT value FROM ins
-                 UNION ALL SELECT value FROM cluster_settings WHERE key = $1
-                 LIMIT 1",
+                "INSERT INTO cluster_settings (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = cluster_settings.value
+                 RETURNING value",
                 &[&key, &value],
             )
             .await
