@@ -49,6 +49,8 @@ pub struct App {
     pub placement: crate::cluster::placement::Placement,
     /// Nonces of signed node requests seen recently (replay defence).
     pub nonces: crate::cluster::signature::NonceCache,
+    /// Session keys shared with other nodes (both directions).
+    pub sessions: crate::cluster::session::Sessions,
     /// The client that forwards requests to other nodes.
     pub proxy: reqwest::Client,
     /// Serialises PATCHes of one resource on this node.
@@ -161,6 +163,7 @@ impl App {
             metrics,
             placement: Default::default(),
             nonces: Default::default(),
+            sessions: Default::default(),
             proxy: crate::http::proxy::client(),
             patch_locks: Default::default(),
         })

@@ -78,12 +78,24 @@ impl RequestMetrics {
     }
 }
 
+/// How forwarded requests from other nodes were authenticated.
+#[derive(Default)]
+pub struct NodeAuthMetrics {
+    /// Accepted with an Ed25519 node signature.
+    pub signed: AtomicU64,
+    /// Accepted with a session MAC.
+    pub session: AtomicU64,
+    /// Refused (forged, replayed, stale, or an unknown session).
+    pub refused: AtomicU64,
+}
+
 /// All of a node's metrics.
 #[derive(Default)]
 pub struct Metrics {
     pub cache: CacheMetrics,
     pub s3: S3Metrics,
     pub requests: RequestMetrics,
+    pub node_auth: NodeAuthMetrics,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -178,6 +190,19 @@ impl Metrics {
                 "xpod_s3_failures_total",
                 "S3 operations that failed after their retries.",
                 s.failures.load(Relaxed),
+            );
+        }
+        let a = &self.node_auth;
+        out.push_str("# HELP xpod_forwarded_requests_total Requests forwarded here by other nodes, by how they were authenticated.\n# TYPE xpod_forwarded_requests_total counter\n");
+        for (how, n) in [
+            ("signature", &a.signed),
+            ("session", &a.session),
+            ("refused", &a.refused),
+        ] {
+            let _ = writeln!(
+                out,
+                "xpod_forwarded_requests_total{{auth=\"{how}\"}} {}",
+                n.load(Relaxed)
             );
         }
         let r = &self.requests;

@@ -146,6 +146,8 @@ fn signed_get(c: &Cluster, from: usize, to: usize, path: &str) -> reqwest::Reque
         forwarded_for: "10.9.9.9",
         forwarded_host: &authority,
         forwarded_proto: "http",
+        session: "",
+        offer: "",
     };
     let sig = signed.sign(&key);
     c.nodes[to]
@@ -160,6 +162,26 @@ fn signed_get(c: &Cluster, from: usize, to: usize, path: &str) -> reqwest::Reque
         .header("x-forwarded-for", "10.9.9.9")
         .header("x-forwarded-host", &authority)
         .header("x-forwarded-proto", "http")
+}
+
+/// Node `i`'s count of forwarded requests it accepted, by how they were
+/// authenticated ("signature", "session", "refused").
+async fn forwarded_auth(c: &Cluster, i: usize) -> std::collections::HashMap<String, u64> {
+    let text = c.nodes[i]
+        .client
+        .get(c.url(".cluster/metrics"))
+        .bearer_auth(token(&c.nodes[i]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("xpod_forwarded_requests_total{auth=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .map(|(how, n)| (how.to_string(), n.parse().unwrap()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +299,37 @@ async fn any_node_answers_for_any_pod() {
     assert_eq!(valid.send().await.unwrap().status(), 200);
     assert_eq!(replay.send().await.unwrap().status(), 403);
 
+    // B forwards under a session key once A accepted its offer: a handful of
+    // reads through B, and A counts them as session-authenticated.
+    for _ in 0..5 {
+        let r = b
+            .client
+            .get(c.url("alice/notes/n1.bin"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let auth = forwarded_auth(&c, 0).await;
+    assert!(auth["session"] >= 3, "{auth:?}");
+    assert!(auth["signature"] >= 1, "{auth:?}");
+    // A session A never set up is refused, and marked so a node would sign.
+    let made_up = a
+        .client
+        .get(c.url("alice/notes/n1.bin"))
+        .header("x-xpod-hop", "1")
+        .header("x-xpod-from", b.id.as_str())
+        .header("x-xpod-to", a.id.as_str())
+        .header("x-xpod-date", xpod::db::now_ms().to_string())
+        .header("x-xpod-nonce", "00112233445566778899aabbccddeef0")
+        .header("x-xpod-session", "00112233445566778899aabbccddeeff")
+        .header("x-xpod-signature", "AAAA")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made_up.status(), 403);
+    assert_eq!(made_up.headers()["x-xpod-session-unknown"], "1");
+
     // No loops: a validly signed request at a non-owner is answered, not forwarded.
     let misdirected = signed_get(&c, 1, 2, "alice/notes/n1.bin")
         .send()
@@ -297,6 +350,9 @@ async fn any_node_answers_for_any_pod() {
     let warm = b.client.get(c.url("loop/")).send().await.unwrap();
     assert_eq!(served_by(&warm), cc.id, "B learnt that C owns it");
     set_owner(&a.id);
+    // C cached its own ownership while serving the warm-up; for a forwarded
+    // request it trusts that for at most a second, then asks the database.
+    tokio::time::sleep(xpod::cluster::placement::FORWARDED_TTL + Duration::from_millis(100)).await;
     let looped = b.client.get(c.url("loop/")).send().await.unwrap();
     assert_eq!(looped.status(), 508, "C refuses to forward again");
     assert_eq!(served_by(&looped), cc.id);
@@ -338,6 +394,69 @@ async fn any_node_answers_for_any_pod() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_owner_loses_its_sessions_and_no_request_fails() {
+    let mut c = Cluster::start();
+    c.create_pod(0, "alice");
+    let b = 1;
+    let put = c.nodes[b]
+        .client
+        .put(c.url("alice/a.txt"))
+        .header("content-type", "text/plain")
+        .body("kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    for _ in 0..3 {
+        let r = c.nodes[b]
+            .client
+            .get(c.url("alice/a.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(forwarded_auth(&c, 0).await["session"] >= 1);
+
+    // A restarts and knows none of B's sessions: B's next requests are
+    // refused by A as unknown sessions, and B signs them again instead.
+    let status = c.nodes[0].server.stop_with(libc::SIGTERM);
+    assert!(status.success(), "{status:?}");
+    let dir = c.nodes[0].root.parent().unwrap().to_path_buf();
+    c.nodes[0].server = Server::start("127.0.0.1", &borrowed(&c.nodes[0].env), &dir);
+    for i in 0..5 {
+        let r = c.nodes[b]
+            .client
+            .get(c.url("alice/a.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "read {i} after the restart");
+        assert_eq!(served_by(&r), c.nodes[0].id);
+        assert_eq!(r.text().await.unwrap(), "kept");
+    }
+    let put = c.nodes[b]
+        .client
+        .put(c.url("alice/b.txt"))
+        .header("content-type", "text/plain")
+        .body("new")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        put.status(),
+        201,
+        "a write with a body is signed, never retried"
+    );
+    let auth = forwarded_auth(&c, 0).await;
+    assert_eq!(
+        auth["refused"], 1,
+        "one unknown session, then a new one: {auth:?}"
+    );
+    assert!(auth["session"] >= 3, "{auth:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,4 +6,5 @@ pub mod join;
 pub mod placement;
 pub mod registry;
 pub mod secret;
+pub mod session;
 pub mod signature;

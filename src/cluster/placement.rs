@@ -15,6 +15,11 @@ use crate::db::{Db, DbResult, NodeRecord, PodRecord};
 /// How long a cached placement is trusted without news from the follower.
 pub const TTL: Duration = Duration::from_secs(30);
 
+/// How long a cached placement is trusted for a request another node
+/// forwarded here: that node believed this one owns the pod, and if both
+/// caches are stale only a fresh look can tell.
+pub const FORWARDED_TTL: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 pub struct Placement {
     pods: Mutex<HashMap<String, (Instant, Option<PodRecord>)>>,
@@ -24,13 +29,32 @@ pub struct Placement {
 impl Placement {
     /// The pod's record (owner included), or `None` if there is no such pod.
     pub async fn pod(&self, db: &Db, pod_id: &str) -> DbResult<Option<PodRecord>> {
+        self.pod_within(db, pod_id, TTL).await
+    }
+
+    /// Like [`Self::pod`], trusting a cached record only if it is younger
+    /// than `max_age`.
+    pub async fn pod_within(
+        &self,
+        db: &Db,
+        pod_id: &str,
+        max_age: Duration,
+    ) -> DbResult<Option<PodRecord>> {
         if let Some((at, rec)) = self.pods.lock().expect("placement").get(pod_id)
-            && at.elapsed() < TTL
+            && at.elapsed() < max_age
         {
             return Ok(rec.clone());
         }
+        self.pod_fresh(db, pod_id).await
+    }
+
+    /// The pod's record read from the database, which replaces the cached one.
+    pub async fn pod_fresh(&self, db: &Db, pod_id: &str) -> DbResult<Option<PodRecord>> {
         let rec = db.pod_get(pod_id).await?;
         // Absence is not cached: another node may create the pod any moment.
+        if rec.is_none() {
+            self.forget_pod(pod_id);
+        }
         if let Some(r) = &rec {
             let mut pods = self.pods.lock().expect("placement");
             if pods.len() > 100_000 {

@@ -6,17 +6,19 @@
 //! - `X-Xpod-To`: the node it is meant for;
 //! - `X-Xpod-Date`: the sender's clock, Unix milliseconds;
 //! - `X-Xpod-Nonce`: 128 random bits, hex;
-//! - `X-Xpod-Signature`: Ed25519 over the canonical text below, base64url.
+//! - `X-Xpod-Signature`: Ed25519 over the canonical text below, base64url
+//!   (or, with `X-Xpod-Session`, HMAC-SHA256 under the session key).
 //!
 //! The canonical text covers the method, authority, path and query, date,
 //! nonce, both node ids, the hop marker and the forwarded-identity headers
-//! (`X-Forwarded-For/Host/Proto`), one per line. Bodies stream unsigned: the
+//! (`X-Forwarded-For/Host/Proto`), and the session id or session offer (see
+//! [`super::session`]), one per line. Bodies stream unsigned: the
 //! cluster network is trusted for integrity. The receiver checks the
 //! signature against the sender's registered public key, a time window, and
 //! that it has not seen the nonce before (replays).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -45,12 +47,17 @@ pub struct Signed<'a> {
     pub forwarded_for: &'a str,
     pub forwarded_host: &'a str,
     pub forwarded_proto: &'a str,
+    /// The session this request is MACed under (empty when signed).
+    pub session: &'a str,
+    /// The X25519 key the sender offers for a session (empty if none).
+    pub offer: &'a str,
 }
 
 impl Signed<'_> {
-    fn canonical(&self) -> String {
+    /// The text a signature or a session MAC covers.
+    pub fn canonical(&self) -> String {
         [
-            "xpod-node-request-v1",
+            "xpod-node-request-v2",
             self.method,
             self.authority,
             self.path_and_query,
@@ -62,6 +69,8 @@ impl Signed<'_> {
             self.forwarded_for,
             self.forwarded_host,
             self.forwarded_proto,
+            self.session,
+            self.offer,
         ]
         .join("\n")
     }
@@ -75,13 +84,7 @@ impl Signed<'_> {
     /// the `nodes` table).
     pub fn verify(&self, public_key: &str, signature: &str) -> Result<(), &'static str> {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let key: [u8; 32] = b64
-            .decode(public_key)
-            .ok()
-            .and_then(|k| k.try_into().ok())
-            .ok_or("the sender's registered public key is unusable")?;
-        let key =
-            VerifyingKey::from_bytes(&key).map_err(|_| "the sender's public key is unusable")?;
+        let key = verifying_key(public_key)?;
         let sig: [u8; 64] = b64
             .decode(signature)
             .ok()
@@ -90,6 +93,29 @@ impl Signed<'_> {
         key.verify(self.canonical().as_bytes(), &Signature::from_bytes(&sig))
             .map_err(|_| "invalid node signature")
     }
+}
+
+/// Parsed public keys by their text: decoding a key costs about as much as
+/// half a verification, and a cluster has few nodes.
+static KEYS: LazyLock<Mutex<HashMap<String, VerifyingKey>>> = LazyLock::new(Default::default);
+
+fn verifying_key(text: &str) -> Result<VerifyingKey, &'static str> {
+    if let Some(k) = KEYS.lock().expect("key cache").get(text) {
+        return Ok(*k);
+    }
+    let bytes: [u8; 32] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or("the sender's registered public key is unusable")?;
+    let key =
+        VerifyingKey::from_bytes(&bytes).map_err(|_| "the sender's public key is unusable")?;
+    let mut keys = KEYS.lock().expect("key cache");
+    if keys.len() >= 1024 {
+        keys.clear();
+    }
+    keys.insert(text.to_string(), key);
+    Ok(key)
 }
 
 /// A fresh nonce: 128 random bits, hex.
@@ -139,6 +165,8 @@ mod tests {
             forwarded_for: "10.0.0.9",
             forwarded_host: "pods.example:3000",
             forwarded_proto: "http",
+            session: "",
+            offer: "",
         }
     }
 
@@ -157,6 +185,9 @@ mod tests {
         assert!(changed.verify(&public, &sig).is_err());
         let mut changed = request("abc");
         changed.forwarded_for = "1.2.3.4";
+        assert!(changed.verify(&public, &sig).is_err());
+        let mut changed = request("abc");
+        changed.offer = "another-key";
         assert!(changed.verify(&public, &sig).is_err());
         let other = SigningKey::from_bytes(&[8u8; 32]);
         assert!(

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use crate::app::App;
+use crate::cluster::session;
 use crate::cluster::signature::{self, Signed};
 use crate::db::{NodeRecord, now_ms};
 
@@ -129,36 +130,17 @@ pub async fn forward(
         .map(str::to_string)
         .unwrap_or_else(|| app.config.base_url.scheme().to_string());
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let nonce = signature::nonce();
-    let signed = Signed {
-        method: method.as_str(),
-        authority: &authority,
-        path_and_query,
-        date: now_ms(),
-        nonce: &nonce,
-        from: &app.node.id,
-        to: &owner.node_id,
-        hop: "1",
-        forwarded_for: &forwarded_for,
-        forwarded_host: &forwarded_host,
-        forwarded_proto: &forwarded_proto,
-    };
-    let sig = signed.sign(&app.node.key);
-    let mut set = |name: &'static str, value: &str| {
+    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
-    set("x-forwarded-for", &forwarded_for);
-    set("x-forwarded-host", &forwarded_host);
-    set("x-forwarded-proto", &forwarded_proto);
-    set(signature::HOP, "1");
-    set(signature::FROM, &app.node.id);
-    set(signature::TO, &owner.node_id);
-    set(signature::DATE, &signed.date.to_string());
-    set(signature::NONCE, &nonce);
-    set(signature::SIGNATURE, &sig);
-
+    set(&mut headers, "x-forwarded-for", &forwarded_for);
+    set(&mut headers, "x-forwarded-host", &forwarded_host);
+    set(&mut headers, "x-forwarded-proto", &forwarded_proto);
+    set(&mut headers, signature::HOP, "1");
+    set(&mut headers, signature::FROM, &app.node.id);
+    set(&mut headers, signature::TO, &owner.node_id);
     let url = format!(
         "http://{}{path_and_query}",
         SocketAddr::new(
@@ -170,10 +152,104 @@ pub async fn forward(
         || headers.contains_key(header::TRANSFER_ENCODING);
     // The client's framing is redone by this hop.
     headers.remove(header::TRANSFER_ENCODING);
+    let mut body = Some(body);
+    let mut retried = false;
+    loop {
+        let auth = app.sessions.for_request(&owner.node_id, has_body);
+        let (session_id, offer) = match &auth {
+            session::Auth::Sign { offer } => ("", offer.as_deref().unwrap_or_default()),
+            session::Auth::Session { id, .. } => (id.as_str(), ""),
+        };
+        let nonce = signature::nonce();
+        let signed = Signed {
+            method: method.as_str(),
+            authority: &authority,
+            path_and_query,
+            date: now_ms(),
+            nonce: &nonce,
+            from: &app.node.id,
+            to: &owner.node_id,
+            hop: "1",
+            forwarded_for: &forwarded_for,
+            forwarded_host: &forwarded_host,
+            forwarded_proto: &forwarded_proto,
+            session: session_id,
+            offer,
+        };
+        let sig = match &auth {
+            session::Auth::Sign { .. } => signed.sign(&app.node.key),
+            session::Auth::Session { key, .. } => session::mac(key, &signed.canonical()),
+        };
+        let mut headers = headers.clone();
+        set(&mut headers, signature::DATE, &signed.date.to_string());
+        set(&mut headers, signature::NONCE, &nonce);
+        set(&mut headers, signature::SIGNATURE, &sig);
+        if !session_id.is_empty() {
+            set(&mut headers, session::SESSION, session_id);
+        }
+        if !offer.is_empty() {
+            set(&mut headers, session::OFFER, offer);
+        }
+        let resp = send(
+            app,
+            owner,
+            pod,
+            method.clone(),
+            &url,
+            headers,
+            body.take().filter(|_| has_body),
+        )
+        .await?;
+        if let session::Auth::Session { id, .. } = &auth
+            && resp.status() == StatusCode::FORBIDDEN
+            && resp.headers().contains_key(session::UNKNOWN)
+        {
+            // The owner restarted or let the session expire: sign instead.
+            app.sessions.forget(&owner.node_id, id);
+            if !has_body && !retried {
+                retried = true;
+                continue;
+            }
+        }
+        if !offer.is_empty()
+            && let Some(accept) = resp
+                .headers()
+                .get(session::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+        {
+            app.sessions
+                .complete(&app.node.id, &owner.node_id, offer, accept);
+        }
+        let mut out = Response::builder().status(resp.status());
+        if let Some(h) = out.headers_mut() {
+            for (k, v) in resp.headers() {
+                h.append(k.clone(), v.clone());
+            }
+            strip_connection_headers(h);
+            h.remove(header::TRANSFER_ENCODING);
+            h.remove(session::ACCEPT);
+            h.remove(session::UNKNOWN);
+        }
+        return Ok(out
+            .body(Body::from_stream(resp.bytes_stream()))
+            .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()));
+    }
+}
+
+/// Sends one request to the owner and waits (bounded) for its response head.
+async fn send(
+    app: &App,
+    owner: &NodeRecord,
+    pod: &str,
+    method: Method,
+    url: &str,
+    headers: HeaderMap,
+    body: Option<Body>,
+) -> Result<reqwest::Response, Response> {
     let sent = Arc::new(AtomicU64::new(0));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut req = app.proxy.request(method, &url).headers(headers);
-    if has_body {
+    let mut req = app.proxy.request(method, url).headers(headers);
+    if let Some(body) = body {
         let counter = sent.clone();
         let mut done = Some(done_tx);
         let mut inner = body.into_data_stream();
@@ -204,48 +280,81 @@ pub async fn forward(
         r = &mut send => r,
         _ = head_deadline => return Err(unreachable(owner, pod, "no response within 2 s")),
     };
-    let resp = match resp {
-        Ok(r) => r,
-        Err(e) if e.is_connect() => return Err(unreachable(owner, pod, "connection failed")),
+    match resp {
+        Ok(r) => Ok(r),
+        Err(e) if e.is_connect() => Err(unreachable(owner, pod, "connection failed")),
         Err(e) => {
             let why = if e.is_timeout() {
                 "timed out".to_string()
             } else {
                 e.to_string()
             };
-            return Err(unreachable(owner, pod, &why));
+            Err(unreachable(owner, pod, &why))
         }
-    };
-    let mut out = Response::builder().status(resp.status());
-    if let Some(h) = out.headers_mut() {
-        for (k, v) in resp.headers() {
-            h.append(k.clone(), v.clone());
-        }
-        strip_connection_headers(h);
-        h.remove(header::TRANSFER_ENCODING);
     }
-    Ok(out
-        .body(Body::from_stream(resp.bytes_stream()))
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()))
 }
 
-/// Why a request that says it comes from a node is refused.
-pub fn refused(why: &str) -> Response {
-    (
+/// Why a request that says it comes from a node is refused. A session the
+/// receiver does not know is marked, so the sender knows to sign instead.
+pub fn refused(why: &Refusal) -> Response {
+    let mut resp = (
         StatusCode::FORBIDDEN,
-        format!("forwarded request refused: {why}\n"),
+        format!("forwarded request refused: {}\n", why.why),
     )
-        .into_response()
+        .into_response();
+    if why.unknown_session {
+        resp.headers_mut()
+            .insert(session::UNKNOWN, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// A forwarded request that passed [`verify`].
+pub struct Verified {
+    /// The sending node.
+    pub from: String,
+    /// The `X-Xpod-Session-Accept` value to answer with, when the sender
+    /// offered a session.
+    pub accept: Option<String>,
+}
+
+/// Why [`verify`] refused a request.
+#[derive(Debug)]
+pub struct Refusal {
+    pub why: String,
+    pub unknown_session: bool,
+}
+
+impl From<String> for Refusal {
+    fn from(why: String) -> Self {
+        Refusal {
+            why,
+            unknown_session: false,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(why: &str) -> Self {
+        why.to_string().into()
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
 }
 
 /// Checks a request that carries the hop marker: it must be signed by a
-/// registered node, for this node, recently, and never seen before.
+/// registered node (or MACed under a session that node set up), for this
+/// node, recently, and never seen before.
 pub async fn verify(
     app: &App,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<String, String> {
+) -> Result<Verified, Refusal> {
     let get = |name: &str| {
         headers
             .get(name)
@@ -263,9 +372,9 @@ pub async fn verify(
         return Err("it carries the hop marker but no node signature".into());
     }
     if to != app.node.id {
-        return Err(format!("it is meant for node {to:?}, not this one"));
+        return Err(format!("it is meant for node {to:?}, not this one").into());
     }
-    let date: i64 = date.parse().map_err(|_| "malformed date".to_string())?;
+    let date: i64 = date.parse().map_err(|_| "malformed date")?;
     let now = now_ms();
     if (now - date).abs() > signature::WINDOW_MS {
         return Err("its date is outside the accepted window (check the nodes' clocks)".into());
@@ -276,15 +385,12 @@ pub async fn verify(
         .await
         .map_err(|e| format!("cannot look up node {from}: {e}"))?
         .ok_or_else(|| format!("node {from:?} is not registered"))?;
-    let public = node
-        .public_key
-        .as_deref()
-        .ok_or_else(|| format!("node {from} has no registered key"))?;
     let authority = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or_default();
+    let (session_id, offer) = (get(session::SESSION), get(session::OFFER));
     let signed = Signed {
         method: method.as_str(),
         authority,
@@ -297,14 +403,44 @@ pub async fn verify(
         forwarded_for: get("x-forwarded-for"),
         forwarded_host: get("x-forwarded-host"),
         forwarded_proto: get("x-forwarded-proto"),
+        session: session_id,
+        offer,
     };
-    if let Err(why) = signed.verify(public, sig) {
-        // The key may have changed (node re-keyed): look once more.
-        app.placement.forget_node(from);
-        return Err(why.to_string());
+    if !session_id.is_empty() {
+        let Some(key) = app.sessions.key(session_id, from) else {
+            return Err(Refusal {
+                why: format!("node {from} has no live session {session_id:?} here"),
+                unknown_session: true,
+            });
+        };
+        session::check_mac(&key, &signed.canonical(), sig)?;
+    } else {
+        let public = node
+            .public_key
+            .as_deref()
+            .ok_or_else(|| format!("node {from} has no registered key"))?;
+        if let Err(why) = signed.verify(public, sig) {
+            // The key may have changed (node re-keyed): look once more.
+            app.placement.forget_node(from);
+            return Err(why.into());
+        }
     }
     if !app.nonces.first_sighting(nonce, date, now) {
         return Err("replayed (its nonce was seen before)".into());
     }
-    Ok(from.to_string())
+    let counter = if session_id.is_empty() {
+        &app.metrics.node_auth.signed
+    } else {
+        &app.metrics.node_auth.session
+    };
+    counter.fetch_add(1, Relaxed);
+    let accept = if offer.is_empty() {
+        None
+    } else {
+        Some(app.sessions.accept(from, to, offer)?)
+    };
+    Ok(Verified {
+        from: from.to_string(),
+        accept,
+    })
 }

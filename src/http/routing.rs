@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::proxy;
 use crate::app::App;
+use crate::cluster::placement;
 use crate::ldp::{self, error::LdpError};
 
 /// The fallback service: every request that is not a cluster route. Finds
@@ -29,20 +30,57 @@ pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
         Err(ldp::target::TargetError::NoPod) => return LdpError::not_found().into_response(),
     };
     let forwarded = headers.contains_key(crate::cluster::signature::HOP);
-    if forwarded && let Err(why) = proxy::verify(&app, &method, &uri, &headers).await {
-        tracing::warn!(error = %why, "refused a forwarded request");
-        return proxy::refused(&why);
+    let mut accept = None;
+    if forwarded {
+        match proxy::verify(&app, &method, &uri, &headers).await {
+            Ok(v) => accept = v.accept,
+            Err(why) => {
+                app.metrics
+                    .node_auth
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %why, "refused a forwarded request");
+                return proxy::refused(&why);
+            }
+        }
     }
+    let mut resp = route_verified(&app, method, uri, headers, body, client_addr, &target).await;
+    if let Some(accept) = accept
+        && let Ok(v) = axum::http::HeaderValue::from_str(&accept)
+    {
+        resp.headers_mut()
+            .insert(crate::cluster::session::ACCEPT, v);
+    }
+    resp
+}
+
+async fn route_verified(
+    app: &Arc<App>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+    client_addr: Option<std::net::SocketAddr>,
+    target: &ldp::target::Target,
+) -> Response {
+    let forwarded = headers.contains_key(crate::cluster::signature::HOP);
     let has_body = headers.contains_key(axum::http::header::CONTENT_LENGTH)
         || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
-    // A forwarded request is checked against the database itself: the
-    // sender's cache was good enough to send it here, ours must not be.
-    let mut fresh = forwarded;
+    // Placements come from the cache: the follower drops an entry within
+    // moments of a move, and a write re-checks ownership when it commits. A
+    // forwarded request trusts only a placement cached within the last
+    // second, and the database is asked itself before such a request is
+    // refused as misrouted (or a dead owner is tried again).
+    let mut fresh = false;
     let mut body = Some(body);
     let mut failed_owner: Option<(String, Response)> = None;
     loop {
         let pod = if fresh {
-            app.db.pod_get(&target.pod).await
+            app.placement.pod_fresh(&app.db, &target.pod).await
+        } else if forwarded {
+            app.placement
+                .pod_within(&app.db, &target.pod, placement::FORWARDED_TTL)
+                .await
         } else {
             app.placement.pod(&app.db, &target.pod).await
         };
@@ -51,20 +89,25 @@ pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
             Ok(None) => {
                 let mut resp = LdpError::not_found().into_response();
                 resp.headers_mut()
-                    .extend(ldp::headers::describe(&target, false));
+                    .extend(ldp::headers::describe(target, false));
                 return resp;
             }
             Err(e) => return LdpError::from(e).into_response(),
         };
-        let body = body.take().unwrap_or_default();
         if pod.node_id == app.node.id {
-            return ldp::serve(&app, &target, method, headers, body).await;
+            let body = body.take().unwrap_or_default();
+            return ldp::serve(app, target, method, headers, body).await;
         }
         if let Some((owner, resp)) = failed_owner.take() {
             // Still the same unreachable owner: answer without waiting again.
             if owner == pod.node_id {
                 return resp;
             }
+        }
+        if forwarded && !fresh {
+            // Our cache may be the stale one: ask the database before refusing.
+            fresh = true;
+            continue;
         }
         if forwarded {
             return LdpError::new(
@@ -98,13 +141,13 @@ pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
             Err(e) => return LdpError::from(e).into_response(),
         };
         match proxy::forward(
-            &app,
+            app,
             &owner,
             &pod.pod_id,
             method.clone(),
             &uri,
             headers.clone(),
-            body,
+            body.take().unwrap_or_default(),
             client_addr,
         )
         .await
