@@ -17,7 +17,7 @@
 //! signature against the sender's registered public key, a time window, and
 //! that it has not seen the nonce before (replays).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 
 use base64::Engine;
@@ -127,24 +127,54 @@ pub fn nonce() -> String {
 }
 
 /// Nonces seen within the time window; a second sighting is a replay.
+///
+/// Nonces are kept in buckets by the date they were signed with (a replay
+/// carries the same date, so it lands in the same bucket). A bucket whose
+/// dates have all left the window is dropped whole: any request with such a
+/// date is refused by its date already. So each request costs one hash
+/// lookup, and memory is bounded by the requests of one window.
 #[derive(Default)]
 pub struct NonceCache {
-    seen: Mutex<HashMap<String, i64>>,
+    buckets: Mutex<BTreeMap<i64, HashSet<u128>>>,
 }
 
+/// Width of a nonce bucket, in milliseconds of signing date.
+const BUCKET_MS: i64 = 5_000;
+
 impl NonceCache {
-    /// Records `nonce` (sent at `date`); false if it was seen already.
+    /// Records `nonce` (signed at `date`, which the caller checked is within
+    /// the window of `now`); false if it was seen already or is not 32 hex
+    /// digits.
     pub fn first_sighting(&self, nonce: &str, date: i64, now: i64) -> bool {
-        let mut seen = self.seen.lock().expect("nonce cache");
-        if seen.len() > 100_000 || seen.len() % 1024 == 1023 {
-            // Anything older than the window would be refused by its date anyway.
-            seen.retain(|_, at| now - *at <= 2 * WINDOW_MS);
-        }
-        if seen.contains_key(nonce) {
+        if nonce.len() != 32 {
             return false;
         }
-        seen.insert(nonce.to_string(), date);
-        true
+        let Ok(value) = u128::from_str_radix(nonce, 16) else {
+            return false;
+        };
+        let mut buckets = self.buckets.lock().expect("nonce cache");
+        // Buckets whose newest date is older than the window.
+        let oldest_live = (now - WINDOW_MS).div_euclid(BUCKET_MS);
+        while let Some((&first, _)) = buckets.first_key_value() {
+            if first >= oldest_live {
+                break;
+            }
+            buckets.pop_first();
+        }
+        buckets
+            .entry(date.div_euclid(BUCKET_MS))
+            .or_default()
+            .insert(value)
+    }
+
+    /// How many nonces are remembered.
+    pub fn len(&self) -> usize {
+        let buckets = self.buckets.lock().expect("nonce cache");
+        buckets.values().map(HashSet::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -201,8 +231,27 @@ mod tests {
     #[test]
     fn a_nonce_is_accepted_once() {
         let cache = NonceCache::default();
-        assert!(cache.first_sighting("n1", 10, 10));
-        assert!(!cache.first_sighting("n1", 10, 20));
-        assert!(cache.first_sighting("n2", 10, 20));
+        let (n1, n2) = (&"1".repeat(32), &"2".repeat(32));
+        assert!(cache.first_sighting(n1, 10, 10));
+        assert!(!cache.first_sighting(n1, 10, 20));
+        // Still refused at the very end of the window.
+        assert!(!cache.first_sighting(n1, 10, 10 + WINDOW_MS));
+        assert!(cache.first_sighting(n2, 10, 20));
+        assert!(!cache.first_sighting("not-hex", 10, 20));
+    }
+
+    #[test]
+    fn nonces_older_than_the_window_are_forgotten() {
+        let cache = NonceCache::default();
+        let mut now = 1_700_000_000_000i64;
+        for i in 0..100_000u128 {
+            // 10,000 requests a second for 10 s.
+            now += (i % 10 == 0) as i64;
+            assert!(cache.first_sighting(&format!("{i:032x}"), now, now));
+        }
+        assert_eq!(cache.len(), 100_000);
+        let later = now + WINDOW_MS + 2 * BUCKET_MS;
+        assert!(cache.first_sighting(&format!("{:032x}", u128::MAX), later, later));
+        assert_eq!(cache.len(), 1, "everything older than the window is gone");
     }
 }

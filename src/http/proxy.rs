@@ -371,6 +371,9 @@ pub async fn verify(
     if from.is_empty() || sig.is_empty() || nonce.is_empty() {
         return Err("it carries the hop marker but no node signature".into());
     }
+    if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("malformed nonce (32 hex digits expected)".into());
+    }
     if to != app.node.id {
         return Err(format!("it is meant for node {to:?}, not this one").into());
     }
