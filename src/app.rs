@@ -51,6 +51,8 @@ pub struct App {
     pub nonces: crate::cluster::signature::NonceCache,
     /// Session keys shared with other nodes (both directions).
     pub sessions: crate::cluster::session::Sessions,
+    /// The notification channels connected to this node.
+    pub notify: Arc<crate::notify::Hub>,
     /// The client that forwards requests to other nodes.
     pub proxy: reqwest::Client,
     /// Serialises PATCHes of one resource on this node.
@@ -164,6 +166,7 @@ impl App {
             placement: Default::default(),
             nonces: Default::default(),
             sessions: Default::default(),
+            notify: Default::default(),
             proxy: crate::http::proxy::client(),
             patch_locks: Default::default(),
         })

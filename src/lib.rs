@@ -5,6 +5,8 @@
 //! - [`cli`]: the command line; parses flags, loads [`config`], runs a command.
 //! - [`http`]: the axum router, the served-by header, the server loop.
 //! - [`ldp`]: the Solid/LDP resource server (one file per method).
+//! - [`notify`]: Solid Notifications: subscription services, channels, the
+//!   hub that feeds connected WebSockets from the outbox.
 //! - [`app`]: the composition root; [`app::App`] owns everything below.
 //! - [`pod`]: pod names and canonical base URLs.
 //! - [`auth`]: credentials (the administrator token).
@@ -32,5 +34,6 @@ pub mod http;
 pub mod ldp;
 pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod pod;
 pub mod rdf;

@@ -460,6 +460,68 @@ async fn a_restarted_owner_loses_its_sessions_and_no_request_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_at_one_node_hears_a_write_made_through_another() {
+    use futures::StreamExt;
+    let c = Cluster::start();
+    c.create_pod(0, "alice");
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    // Subscribe through C, listen at B (which does not own the pod), write
+    // through A.
+    let channel: serde_json::Value = c.nodes[2]
+        .client
+        .post(c.url(".notifications/WebSocketChannel2023/"))
+        .header("content-type", "application/ld+json")
+        .body(
+            serde_json::json!({
+                "type": "http://www.w3.org/ns/solid/notifications#WebSocketChannel2023",
+                "topic": c.url("alice/shared.txt"),
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let receive_from = channel["receiveFrom"].as_str().unwrap();
+    assert!(receive_from.starts_with(&format!("ws://pods.test:{}/", c.port)));
+    // pods.test is B for this client: connect to B's address with that name.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.2", c.port))
+        .await
+        .unwrap();
+    let (mut socket, upgrade) = tokio_tungstenite::client_async(receive_from, tcp)
+        .await
+        .unwrap();
+    assert_eq!(upgrade.status(), 101);
+    assert_eq!(
+        upgrade.headers()["x-xpod-served-by"].to_str().unwrap(),
+        b.id,
+        "the node the client reached holds the socket"
+    );
+    let put = a
+        .client
+        .put(c.url("alice/shared.txt"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(served_by(&put), a.id);
+    let etag = put.headers()["etag"].to_str().unwrap().to_string();
+    let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("a notification within 5 s")
+        .unwrap()
+        .unwrap();
+    let note: serde_json::Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+    assert_eq!(note["type"], "Create");
+    assert_eq!(note["object"], c.url("alice/shared.txt").as_str());
+    assert_eq!(note["state"], etag.as_str(), "the state is the new ETag");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mib_body_streams_through_the_proxy() {
     use futures::StreamExt;
     use sha2::Digest;

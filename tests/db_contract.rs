@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use xpod::config::{DatabaseConfig, Secret};
 use xpod::db::{
-    self, Condition, Db, DbError, MigrationStatus, NodeRecord, PodRecord, PutRequest, schema,
+    self, Condition, Db, DbError, MigrationStatus, NodeRecord, PodRecord, PutRequest,
+    SubscriptionRecord, schema,
 };
 
 fn node(id: &str, ip: &str) -> NodeRecord {
@@ -174,6 +175,7 @@ async fn contract(db: Db) {
 
     resources(&db).await;
     followers(&db).await;
+    subscriptions(&db).await;
 }
 
 /// Outbox followers: positions, owner events, cursors and pruning.
@@ -230,6 +232,58 @@ async fn followers(db: &Db) {
     db.follower_cursor_delete("f1").await.unwrap();
     db.follower_cursor_delete("f2").await.unwrap();
     assert_eq!(db.follower_cursor("f1").await.unwrap(), None);
+}
+
+async fn subscriptions(db: &Db) {
+    let sub = |id: &str, kind: &str| SubscriptionRecord {
+        id: id.into(),
+        channel_type: kind.into(),
+        pod_id: "alice".into(),
+        path: "/notes/".into(),
+        topic: "http://localhost:3000/alice/notes/".into(),
+        send_to: (kind == "webhook").then(|| "http://127.0.0.1:9/hook".into()),
+        state: Some("\"1-abc\"".into()),
+        start_at: None,
+        end_at: Some(2_000_000_000_000),
+        rate_ms: Some(1500),
+        accept: Some("application/ld+json".into()),
+        agent: None,
+        created_at: db::now_ms(),
+    };
+    let ws = sub("ws-1", "websocket");
+    db.subscription_create(&ws).await.unwrap();
+    assert!(matches!(
+        db.subscription_create(&ws).await,
+        Err(DbError::Conflict(_))
+    ));
+    assert_eq!(db.subscription_get("ws-1").await.unwrap(), Some(ws.clone()));
+    assert_eq!(db.subscription_get("nope").await.unwrap(), None);
+    // The state feature is handed out once.
+    assert_eq!(
+        db.subscription_take_state("ws-1").await.unwrap(),
+        Some("\"1-abc\"".into())
+    );
+    assert_eq!(db.subscription_take_state("ws-1").await.unwrap(), None);
+    assert_eq!(db.subscription_take_state("nope").await.unwrap(), None);
+    let ws = SubscriptionRecord { state: None, ..ws };
+    let hook = sub("hook-1", "webhook");
+    db.subscription_create(&hook).await.unwrap();
+    assert_eq!(
+        db.subscriptions_of_type("webhook").await.unwrap(),
+        vec![hook.clone()]
+    );
+    assert!(db.subscription_delete("hook-1").await.unwrap());
+    assert!(!db.subscription_delete("hook-1").await.unwrap());
+    assert!(
+        db.subscriptions_of_type("webhook")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        db.subscriptions_of_type("websocket").await.unwrap(),
+        vec![ws]
+    );
 }
 
 fn put(path: &str, hash: Option<&str>) -> PutRequest {

@@ -285,6 +285,17 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn follower_cursor_set(&self, name: &str, cursor: &EventCursor) -> DbResult<()>;
     /// Forgets a follower (its node was removed), so it no longer holds back pruning.
     async fn follower_cursor_delete(&self, name: &str) -> DbResult<()>;
+
+    /// Records a notification channel. An existing id is a conflict.
+    async fn subscription_create(&self, sub: &SubscriptionRecord) -> DbResult<()>;
+    async fn subscription_get(&self, id: &str) -> DbResult<Option<SubscriptionRecord>>;
+    /// Deletes a channel; false if there was none.
+    async fn subscription_delete(&self, id: &str) -> DbResult<bool>;
+    /// Clears a channel's `state` feature and returns what it was: the
+    /// first caller gets it, every later one `None`.
+    async fn subscription_take_state(&self, id: &str) -> DbResult<Option<String>>;
+    /// Every channel of one type, oldest first.
+    async fn subscriptions_of_type(&self, channel_type: &str) -> DbResult<Vec<SubscriptionRecord>>;
     /// The position of the newest event a follower could read now.
     async fn events_head(&self) -> DbResult<EventCursor>;
     /// Deletes events every registered follower has read. Returns how many.
@@ -435,6 +446,35 @@ pub struct EventRecord {
     pub kind: String,
     pub version: i64,
     pub etag: Option<String>,
+    /// When the change committed, Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A row of `subscriptions`: one Solid Notifications channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub id: String,
+    /// "websocket", "webhook" or "streaming".
+    pub channel_type: String,
+    pub pod_id: String,
+    /// The topic's path in the pod.
+    pub path: String,
+    /// The topic's URL.
+    pub topic: String,
+    /// Where a webhook posts.
+    pub send_to: Option<String>,
+    /// The `state` feature: the ETag the subscriber last saw.
+    pub state: Option<String>,
+    /// `startAt` and `endAt`, Unix milliseconds.
+    pub start_at: Option<i64>,
+    pub end_at: Option<i64>,
+    /// `rate`: at least this long between two notifications.
+    pub rate_ms: Option<i64>,
+    /// `accept`: the notifications' media type.
+    pub accept: Option<String>,
+    /// The subscriber's WebID, once requests are authenticated.
+    pub agent: Option<String>,
+    pub created_at: i64,
 }
 
 /// A row of `blobs`.

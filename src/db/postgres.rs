@@ -25,6 +25,28 @@ fn event_row(r: &tokio_postgres::Row) -> EventRecord {
         version: r.get(4),
         etag: r.get(5),
         xid: r.get(6),
+        created_at: r.get(7),
+    }
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "id, channel_type, pod_id, path, topic, send_to, state, \
+     start_at, end_at, rate_ms, accept, agent, created_at";
+
+fn subscription_row(r: &tokio_postgres::Row) -> SubscriptionRecord {
+    SubscriptionRecord {
+        id: r.get(0),
+        channel_type: r.get(1),
+        pod_id: r.get(2),
+        path: r.get(3),
+        topic: r.get(4),
+        send_to: r.get(5),
+        state: r.get(6),
+        start_at: r.get(7),
+        end_at: r.get(8),
+        rate_ms: r.get(9),
+        accept: r.get(10),
+        agent: r.get(11),
+        created_at: r.get(12),
     }
 }
 
@@ -685,7 +707,7 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT id, pod_id, path, kind, version, etag, xid::text FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+                "SELECT id, pod_id, path, kind, version, etag, xid::text, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2",
                 &[&after_id, &(limit as i64)],
             )
             .await
@@ -702,7 +724,7 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT id, pod_id, path, kind, version, etag, xid::text FROM events
+                "SELECT id, pod_id, path, kind, version, etag, xid::text, created_at FROM events
                  WHERE (xid, id) > ($1::text::xid8, $2)
                    AND xid < pg_snapshot_xmin(pg_current_snapshot())
                  ORDER BY xid, id LIMIT $3",
@@ -752,6 +774,98 @@ impl MetadataStore for PostgresStore {
             .await
             .map(|_| ())
             .map_err(err)
+    }
+
+    async fn subscription_create(&self, sub: &SubscriptionRecord) -> DbResult<()> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     ON CONFLICT (id) DO NOTHING"
+                ),
+                &[
+                    &sub.id,
+                    &sub.channel_type,
+                    &sub.pod_id,
+                    &sub.path,
+                    &sub.topic,
+                    &sub.send_to,
+                    &sub.state,
+                    &sub.start_at,
+                    &sub.end_at,
+                    &sub.rate_ms,
+                    &sub.accept,
+                    &sub.agent,
+                    &sub.created_at,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        if n == 0 {
+            return Err(DbError::Conflict(format!(
+                "subscription {} exists already",
+                sub.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn subscription_get(&self, id: &str) -> DbResult<Option<SubscriptionRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(subscription_row))
+    }
+
+    async fn subscription_delete(&self, id: &str) -> DbResult<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM subscriptions WHERE id = $1", &[&id])
+            .await
+            .map_err(err)?;
+        Ok(n == 1)
+    }
+
+    async fn subscription_take_state(&self, id: &str) -> DbResult<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "UPDATE subscriptions s SET state = NULL
+                 FROM (SELECT id, state FROM subscriptions WHERE id = $1 FOR UPDATE) old
+                 WHERE s.id = old.id AND old.state IS NOT NULL
+                 RETURNING old.state",
+                &[&id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn subscriptions_of_type(&self, channel_type: &str) -> DbResult<Vec<SubscriptionRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
+                     WHERE channel_type = $1 ORDER BY created_at, id"
+                ),
+                &[&channel_type],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(subscription_row).collect())
     }
 
     async fn events_head(&self) -> DbResult<EventCursor> {

@@ -36,11 +36,21 @@ macro_rules! schema {
     };
 }
 
-pub const SQLITE: &[SchemaFile] = schema!("sqlite", 1 => "0001_initial", 2 => "0002_followers");
-pub const POSTGRES: &[SchemaFile] = schema!("postgres", 1 => "0001_initial", 2 => "0002_followers");
+pub const SQLITE: &[SchemaFile] = schema!(
+    "sqlite",
+    1 => "0001_initial",
+    2 => "0002_followers",
+    3 => "0003_subscriptions"
+);
+pub const POSTGRES: &[SchemaFile] = schema!(
+    "postgres",
+    1 => "0001_initial",
+    2 => "0002_followers",
+    3 => "0003_subscriptions"
+);
 
 /// The newest schema this binary knows. Both backends move in step.
-pub const LATEST: i64 = 2;
+pub const LATEST: i64 = 3;
 
 /// A row of `schema_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,27 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::schema::{self, AppliedMigration};
 use super::*;
 
+const SUBSCRIPTION_COLUMNS: &str = "id, channel_type, pod_id, path, topic, send_to, state, \
+     start_at, end_at, rate_ms, accept, agent, created_at";
+
+fn subscription_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriptionRecord> {
+    Ok(SubscriptionRecord {
+        id: r.get(0)?,
+        channel_type: r.get(1)?,
+        pod_id: r.get(2)?,
+        path: r.get(3)?,
+        topic: r.get(4)?,
+        send_to: r.get(5)?,
+        state: r.get(6)?,
+        start_at: r.get(7)?,
+        end_at: r.get(8)?,
+        rate_ms: r.get(9)?,
+        accept: r.get(10)?,
+        agent: r.get(11)?,
+        created_at: r.get(12)?,
+    })
+}
+
 const READERS: usize = 4;
 
 pub struct SqliteStore {
@@ -643,7 +664,7 @@ impl MetadataStore for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT id, pod_id, path, kind, version, etag FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    "SELECT id, pod_id, path, kind, version, etag, created_at FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
                 )
                 .map_err(err)?;
             stmt.query_map(params![after_id, limit], |r| {
@@ -655,6 +676,7 @@ impl MetadataStore for SqliteStore {
                     kind: r.get(3)?,
                     version: r.get(4)?,
                     etag: r.get(5)?,
+                    created_at: r.get(6)?,
                 })
             })
             .map_err(err)?
@@ -707,6 +729,108 @@ impl MetadataStore for SqliteStore {
         self.write(move |c| {
             c.execute("DELETE FROM follower_cursors WHERE name = ?1", [&name])
                 .map(|_| ())
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn subscription_create(&self, sub: &SubscriptionRecord) -> DbResult<()> {
+        let sub = sub.clone();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    &format!(
+                        "INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS})
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                         ON CONFLICT (id) DO NOTHING"
+                    ),
+                    params![
+                        sub.id,
+                        sub.channel_type,
+                        sub.pod_id,
+                        sub.path,
+                        sub.topic,
+                        sub.send_to,
+                        sub.state,
+                        sub.start_at,
+                        sub.end_at,
+                        sub.rate_ms,
+                        sub.accept,
+                        sub.agent,
+                        sub.created_at,
+                    ],
+                )
+                .map_err(err)?;
+            if n == 0 {
+                return Err(DbError::Conflict(format!(
+                    "subscription {} exists already",
+                    sub.id
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn subscription_get(&self, id: &str) -> DbResult<Option<SubscriptionRecord>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1"),
+                [&id],
+                subscription_row,
+            )
+            .optional()
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn subscription_delete(&self, id: &str) -> DbResult<bool> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])
+                .map(|n| n == 1)
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn subscription_take_state(&self, id: &str) -> DbResult<Option<String>> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(err)?;
+            let state: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM subscriptions WHERE id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?
+                .flatten();
+            if state.is_some() {
+                tx.execute("UPDATE subscriptions SET state = NULL WHERE id = ?1", [&id])
+                    .map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(state)
+        })
+        .await
+    }
+
+    async fn subscriptions_of_type(&self, channel_type: &str) -> DbResult<Vec<SubscriptionRecord>> {
+        let channel_type = channel_type.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
+                     WHERE channel_type = ?1 ORDER BY created_at, id"
+                ))
+                .map_err(err)?;
+            stmt.query_map([&channel_type], subscription_row)
+                .map_err(err)?
+                .collect::<Result<_, _>>()
                 .map_err(err)
         })
         .await

@@ -39,6 +39,14 @@ pub fn router(app: Arc<App>) -> Router {
             "/.cluster/pods",
             post(admin::create_pod).get(admin::list_pods),
         )
+        .route(
+            "/.notifications/{kind}/",
+            get(crate::notify::http::describe).post(crate::notify::http::subscribe),
+        )
+        .route(
+            "/.notifications/{kind}/{id}",
+            get(crate::notify::ws::connect).delete(crate::notify::http::unsubscribe),
+        )
         .fallback(routing::route)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(cors::cors))
@@ -97,12 +105,17 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         app.db.clone(),
         crate::cluster::follower::placement_name(&app.node.id),
         {
-            // The placement cache forgets pods whose owner changed.
+            // The placement cache forgets pods whose owner changed, and the
+            // notification hub hears of every change.
             let app = app.clone();
             Box::new(move |events: &[crate::db::EventRecord]| {
                 for e in events.iter().filter(|e| e.kind == "owner") {
                     app.placement.forget_pod(&e.pod_id);
                 }
+                // WebSocket channels connected here hear of every change.
+                app.notify.dispatch(events, |pod| {
+                    crate::pod::base_url(&app.config, pod).to_string()
+                });
             })
         },
     );

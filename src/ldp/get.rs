@@ -21,7 +21,7 @@ pub async fn get(
     req: &HeaderMap,
 ) -> Result<Response, LdpError> {
     if target.path == "/.well-known/solid" {
-        return Ok(storage_description(target, method));
+        return Ok(storage_description(app, target, method));
     }
     let record = app
         .db
@@ -215,15 +215,28 @@ fn parse_range(spec: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((start, end)))
 }
 
-/// `/.well-known/solid` of a pod: says where the storage is.
-fn storage_description(target: &Target, method: &Method) -> Response {
-    let body = format!(
+/// `/.well-known/solid` of a pod: says where the storage is, and where to
+/// subscribe to notifications (on the storage, as CSS does).
+fn storage_description(app: &App, target: &Target, method: &Method) -> Response {
+    let mut body = format!(
         "@prefix pim: <http://www.w3.org/ns/pim/space#>.\n\
-         @prefix solid: <http://www.w3.org/ns/solid/terms#>.\n\n\
+         @prefix solid: <http://www.w3.org/ns/solid/terms#>.\n\
+         @prefix notify: <{}>.\n\n\
          <> a solid:StorageDescription.\n\
          <{}> a pim:Storage.\n",
+        crate::notify::NOTIFY,
         target.pod_url
     );
+    for channel in crate::notify::ChannelType::all() {
+        let service = crate::notify::http::service_url(app, channel);
+        body.push_str(&format!(
+            "<{}> notify:subscription <{service}>.\n\
+             <{service}> notify:channelType notify:{};\n    \
+             notify:feature notify:accept, notify:endAt, notify:rate, notify:startAt, notify:state.\n",
+            target.pod_url,
+            channel.name()
+        ));
+    }
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,
