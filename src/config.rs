@@ -140,6 +140,12 @@ const SETTINGS: &[Setting] = &[
     setting("heartbeat_interval", "CSS_HEARTBEAT_INTERVAL", None),
     setting("node_unreachable_after", "CSS_NODE_UNREACHABLE_AFTER", None),
     setting("auto_reassign", "CSS_AUTO_REASSIGN", None),
+    setting(
+        "outbound_allowed_networks",
+        "CSS_OUTBOUND_ALLOWED_NETWORKS",
+        None,
+    ),
+    setting("webhook_retry_window", "CSS_WEBHOOK_RETRY_WINDOW", None),
     setting("node_id_path", "CSS_NODE_ID_PATH", None),
     setting("pod_subdomains", "CSS_POD_SUBDOMAINS", None),
     secret("admin_token", "CSS_ADMIN_TOKEN"),
@@ -208,6 +214,10 @@ pub struct Config {
     pub node_unreachable_after: std::time::Duration,
     /// Reassign the pods of an unreachable node to live nodes sharing its storage.
     pub auto_reassign: bool,
+    /// Where requests made for clients (webhooks) may go.
+    pub outbound: crate::outbound::Policy,
+    /// A webhook receiver that keeps failing this long loses its channel.
+    pub webhook_retry_window: std::time::Duration,
     pub node_id_path: PathBuf,
     pub pod_subdomains: bool,
     pub admin_token: Option<Secret>,
@@ -449,6 +459,16 @@ impl Config {
             )));
         }
         let auto_reassign = p.value("auto_reassign", "false", parse_bool)?;
+        let outbound = p.value("outbound_allowed_networks", "", |v| {
+            let allowed = v
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(crate::outbound::Network::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(crate::outbound::Policy { allowed })
+        })?;
+        let webhook_retry_window = p.value("webhook_retry_window", "10m", positive)?;
         let node_id_path = match p.get("node_id_path") {
             Some(_) => p.value("node_id_path", "", parse_path)?,
             None => {
@@ -511,6 +531,8 @@ impl Config {
             heartbeat_interval,
             node_unreachable_after,
             auto_reassign,
+            outbound,
+            webhook_retry_window,
             node_id_path,
             pod_subdomains,
             admin_token,

@@ -16,6 +16,8 @@
 //! - [`rdf`]: RDF parsing, serialising, content negotiation, N3 Patch and SPARQL Update.
 //! - [`blob`]: content-addressed byte storage (`BlobStore`): the local
 //!   filesystem, or S3 behind a bounded local cache (tiered).
+//! - [`outbound`]: where requests made for clients may go (no internal
+//!   addresses unless allowed).
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
 //! - [`config`]: the typed configuration and its layers.
 //! - [`fsutil`]: durable small-file writes.
@@ -35,5 +37,6 @@ pub mod ldp;
 pub mod metrics;
 pub mod node;
 pub mod notify;
+pub mod outbound;
 pub mod pod;
 pub mod rdf;

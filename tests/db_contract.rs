@@ -249,6 +249,10 @@ async fn subscriptions(db: &Db) {
         accept: Some("application/ld+json".into()),
         agent: None,
         created_at: db::now_ms(),
+        after: db::EventCursor {
+            xid: "7".into(),
+            id: 42,
+        },
     };
     let ws = sub("ws-1", "websocket");
     db.subscription_create(&ws).await.unwrap();

@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
 use support::{Server, create_pod};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -18,33 +20,46 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Node {
-    _server: Server,
-    _dir: tempfile::TempDir,
+    server: Server,
+    dir: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
     base: String,
     client: Client,
 }
 
 impl Node {
     fn start() -> Node {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[(&'static str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let port = support::free_port("127.0.0.1");
         let base = format!("http://127.0.0.1:{port}/");
-        let env = [
+        let mut env = vec![
             ("CSS_PORT", port.to_string()),
             ("CSS_BASE_URL", base.clone()),
             ("CSS_ROOT_FILE_PATH", root.display().to_string()),
             ("CSS_INTERNAL_IP", "127.0.0.1".to_string()),
         ];
-        let env = support::borrowed(&env);
-        let server = Server::start("127.0.0.1", &env, dir.path());
-        create_pod(&root, port, "alice", &env[1..]);
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let borrowed = support::borrowed(&env);
+        let server = Server::start("127.0.0.1", &borrowed, dir.path());
+        create_pod(&root, port, "alice", &borrowed[1..]);
         Node {
-            _server: server,
-            _dir: dir,
+            server,
+            dir,
+            env,
             base,
             client: Client::new(),
         }
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same root.
+    fn kill_and_restart(&mut self) {
+        self.server.stop_with(libc::SIGKILL);
+        self.server = Server::start("127.0.0.1", &support::borrowed(&self.env), self.dir.path());
     }
 
     fn url(&self, path: &str) -> String {
@@ -52,8 +67,12 @@ impl Node {
     }
 
     async fn subscribe(&self, body: Value) -> reqwest::Response {
+        self.subscribe_to("WebSocketChannel2023", body).await
+    }
+
+    async fn subscribe_to(&self, service: &str, body: Value) -> reqwest::Response {
         self.client
-            .post(self.url(".notifications/WebSocketChannel2023/"))
+            .post(self.url(&format!(".notifications/{service}/")))
             .header("content-type", "application/ld+json")
             .body(body.to_string())
             .send()
@@ -374,4 +393,269 @@ async fn a_subscription_to_an_unreadable_topic_is_refused() {
     // Issue 10: a subscriber without Read on the topic gets 401 (anonymous)
     // or 403 (authenticated), and no channel is stored.
     panic!("access control does not exist yet");
+}
+
+// ---------------------------------------------------------------- webhooks
+
+const HOOK_TYPE: &str = "http://www.w3.org/ns/solid/notifications#WebhookChannel2023";
+
+/// A webhook receiver on a fixed port that can go down and come back.
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Value>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn new() -> Receiver {
+        Receiver {
+            port: support::free_port("127.0.0.1"),
+            got: Default::default(),
+            stop: None,
+            task: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn start(&mut self) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket
+            .bind(format!("127.0.0.1:{}", self.port).parse().unwrap())
+            .unwrap();
+        let listener = socket.listen(64).unwrap();
+        let got = self.got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: String| async move {
+                    assert_eq!(headers["content-type"], "application/ld+json");
+                    got.lock()
+                        .unwrap()
+                        .push(serde_json::from_str::<Value>(&body).unwrap());
+                    axum::http::StatusCode::OK
+                },
+            ),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        }));
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Waits (at most `within`) until `n` notifications arrived; returns them.
+    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let got = self.got.lock().unwrap().clone();
+            if got.len() >= n || std::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn hook_channel(node: &Node, topic: &str, send_to: &str, extra: Value) -> Value {
+    let mut body = json!({"type": HOOK_TYPE, "topic": topic, "sendTo": send_to});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let resp = node.subscribe_to("WebhookChannel2023", body).await;
+    assert_eq!(resp.status(), 200);
+    let channel: Value = resp.json().await.unwrap();
+    assert_eq!(channel["type"], HOOK_TYPE);
+    assert_eq!(channel["sendTo"], send_to);
+    channel
+}
+
+/// PUTs `n` versions of a resource; returns the ETags in order.
+async fn puts(node: &Node, path: &str, from: usize, n: usize) -> Vec<String> {
+    let mut etags = Vec::new();
+    for i in from..from + n {
+        let resp = node
+            .client
+            .put(node.url(path))
+            .header("content-type", "text/plain")
+            .body(format!("version {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        etags.push(resp.headers()["etag"].to_str().unwrap().to_string());
+    }
+    etags
+}
+
+fn states(got: &[Value]) -> Vec<String> {
+    got.iter()
+        .map(|n| n["state"].as_str().unwrap_or("-").to_string())
+        .collect()
+}
+
+const ALLOW_LOOPBACK: (&str, &str) = ("CSS_OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receiver_gets_every_change_in_order_across_its_restart() {
+    let node = Node::start_with(&[ALLOW_LOOPBACK]);
+    let mut receiver = Receiver::new();
+    receiver.start();
+    let topic = node.url("alice/doc");
+    let first = puts(&node, "alice/doc", 0, 1).await;
+
+    // state: a stale state is answered at once with the current one.
+    let stale = hook_channel(
+        &node,
+        &topic,
+        &receiver.url(),
+        json!({"state": "\"stale\""}),
+    )
+    .await;
+    let got = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+    check(&got[0], "Update", &topic, Some(&first[0]));
+    let stale_id = stale["id"].as_str().unwrap();
+    assert_eq!(
+        node.client.delete(stale_id).send().await.unwrap().status(),
+        205
+    );
+    receiver.got.lock().unwrap().clear();
+
+    let channel = hook_channel(&node, &topic, &receiver.url(), json!({})).await;
+    let expected = puts(&node, "alice/doc", 1, 5).await;
+    let got = receiver.wait_for(5, Duration::from_secs(5)).await;
+    assert_eq!(states(&got), expected, "every change, in order");
+    assert!(got.iter().all(|n| n["type"] == "Update"));
+
+    // The receiver goes down; changes made meanwhile wait and come in order.
+    receiver.stop().await;
+    receiver.got.lock().unwrap().clear();
+    let expected = puts(&node, "alice/doc", 6, 5).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    receiver.start();
+    let got = receiver.wait_for(5, Duration::from_secs(20)).await;
+    assert_eq!(
+        states(&got),
+        expected,
+        "nothing lost, nothing twice, in order"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 5, "and nothing more");
+
+    // Unsubscribing stops it.
+    let id = channel["id"].as_str().unwrap();
+    assert_eq!(node.client.delete(id).send().await.unwrap().status(), 205);
+    puts(&node, "alice/doc", 11, 1).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 5);
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_stream_queues_the_rest_when_it_restarts() {
+    let mut node = Node::start_with(&[ALLOW_LOOPBACK]);
+    let mut receiver = Receiver::new();
+    let topic = node.url("alice/log");
+    hook_channel(&node, &topic, &receiver.url(), json!({})).await;
+    // The receiver is down: everything queues. Kill the node right after
+    // the last write, before its follower can have queued it all.
+    let expected = puts(&node, "alice/log", 0, 20).await;
+    node.kill_and_restart();
+    receiver.start();
+    receiver.wait_for(20, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(states(&got), expected, "every change once, in order");
+    assert_eq!(got[0]["type"], "Create");
+    assert!(got[1..].iter().all(|n| n["type"] == "Update"));
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_stays_down_loses_its_channel() {
+    let node = Node::start_with(&[ALLOW_LOOPBACK, ("CSS_WEBHOOK_RETRY_WINDOW", "2s")]);
+    let receiver = Receiver::new(); // never started
+    let channel = hook_channel(&node, &node.url("alice/x"), &receiver.url(), json!({})).await;
+    let id = channel["id"].as_str().unwrap().to_string();
+    let channel_id = id.rsplit('/').next().unwrap().to_string();
+    puts(&node, "alice/x", 0, 1).await;
+    // Read the store itself: a DELETE would end the channel by itself.
+    let db = node.dir.path().join("root").join("xpod.sqlite");
+    let stored = || {
+        let c =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        c.query_row(
+            "SELECT count(*) FROM subscriptions WHERE id = ?1",
+            [&channel_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(stored(), 1);
+    let started = std::time::Instant::now();
+    while stored() == 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the channel outlived its retry window"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "it was retried first"
+    );
+    assert!(node.server.log_text().contains("kept failing"));
+    assert_eq!(node.client.delete(&id).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_targets_inside_the_network_are_refused() {
+    let node = Node::start();
+    let topic = node.url("alice/x");
+    for target in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::1]:9/",
+    ] {
+        let resp = node
+            .subscribe_to(
+                "WebhookChannel2023",
+                json!({"type": HOOK_TYPE, "topic": topic, "sendTo": target}),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{target}");
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.contains("CSS_OUTBOUND_ALLOWED_NETWORKS"),
+            "{target}: {text}"
+        );
+    }
+    let missing = node
+        .subscribe_to(
+            "WebhookChannel2023",
+            json!({"type": HOOK_TYPE, "topic": topic}),
+        )
+        .await;
+    assert_eq!(missing.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(missing.text().await.unwrap().contains("sendTo is missing"));
 }

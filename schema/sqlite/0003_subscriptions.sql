@@ -15,6 +15,25 @@ CREATE TABLE subscriptions (
     rate_ms      INTEGER,
     accept       TEXT,
     agent        TEXT,
-    created_at   INTEGER NOT NULL
+    created_at   INTEGER NOT NULL,
+    -- The outbox position when the channel was made: earlier events are not
+    -- for it.
+    after_xid    TEXT NOT NULL DEFAULT '0',
+    after_id     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX subscriptions_topic ON subscriptions (pod_id, path);
+
+-- Webhook notifications waiting to be delivered, in order per channel. A
+-- notification is queued once per channel and event (the unique key), so a
+-- follower that replays events after a crash queues nothing twice.
+CREATE TABLE webhook_queue (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel_id      TEXT NOT NULL,
+    event_id        INTEGER NOT NULL,
+    body            TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    first_failed_at INTEGER,
+    next_attempt_at INTEGER NOT NULL,
+    UNIQUE (channel_id, event_id)
+);
+CREATE INDEX webhook_queue_due ON webhook_queue (channel_id, id);

@@ -3,6 +3,9 @@
 //! listening connection is down. PostgreSQL NOTIFY only wakes it; it also
 //! polls. Events every follower has read are pruned.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::db::{Db, EventRecord};
@@ -15,6 +18,19 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// What a follower does with each batch of events (in order).
 pub type Handler = Box<dyn Fn(&[EventRecord]) + Send + Sync>;
 
+/// A handler that writes: the cursor moves past a batch only once its
+/// future returns `Ok`; on `Err` the same batch is offered again.
+pub type AsyncHandler = Arc<
+    dyn Fn(Vec<EventRecord>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The follower that queues this node's webhook notifications.
+pub fn webhooks_name(node_id: &str) -> String {
+    format!("webhooks:{node_id}")
+}
+
 /// The follower that keeps this node's placement cache right.
 pub fn placement_name(node_id: &str) -> String {
     format!("placement:{node_id}")
@@ -23,6 +39,20 @@ pub fn placement_name(node_id: &str) -> String {
 /// Runs the follower `name` until the process ends. A follower that never
 /// ran starts at the current head: it follows changes from now on.
 pub fn spawn(db: Db, name: String, handler: Handler) {
+    let handler = Arc::new(handler);
+    spawn_async(
+        db,
+        name,
+        Arc::new(move |batch: Vec<EventRecord>| {
+            handler(&batch);
+            Box::pin(async { Ok(()) })
+        }),
+    );
+}
+
+/// Like [`spawn`], for a handler whose work must be done before the cursor
+/// moves on.
+pub fn spawn_async(db: Db, name: String, handler: AsyncHandler) {
     let waker = db.event_waker();
     tokio::spawn(async move {
         let mut cursor = loop {
@@ -46,8 +76,12 @@ pub fn spawn(db: Db, name: String, handler: Handler) {
         loop {
             match db.events_since(&cursor, 500).await {
                 Ok(batch) if !batch.is_empty() => {
-                    handler(&batch);
-                    let last = batch.last().expect("non-empty");
+                    let last = batch.last().expect("non-empty").clone();
+                    if let Err(e) = handler(batch).await {
+                        tracing::warn!(follower = %name, error = %e, "cannot apply events; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
                     cursor.xid = last.xid.clone();
                     cursor.id = last.id;
                     if let Err(e) = db.follower_cursor_set(&name, &cursor).await {

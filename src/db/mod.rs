@@ -294,6 +294,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Clears a channel's `state` feature and returns what it was: the
     /// first caller gets it, every later one `None`.
     async fn subscription_take_state(&self, id: &str) -> DbResult<Option<String>>;
+    /// Queues webhook notifications `(channel id, event id, body)`, each
+    /// once: an item already queued (or delivered and replayed) for that
+    /// channel and event is skipped. Returns how many were queued.
+    async fn webhook_enqueue(&self, items: &[(String, i64, String)], now: i64) -> DbResult<u64>;
+    /// The oldest queued notification of each channel, with the channel's
+    /// pod and target.
+    async fn webhook_heads(&self, limit: u32) -> DbResult<Vec<WebhookItem>>;
+    /// Removes a delivered notification.
+    async fn webhook_delivered(&self, id: i64) -> DbResult<()>;
+    /// Records a failed attempt and when to try again.
+    async fn webhook_retry(
+        &self,
+        id: i64,
+        attempts: i32,
+        first_failed_at: i64,
+        next_attempt_at: i64,
+    ) -> DbResult<()>;
     /// Every channel of one type, oldest first.
     async fn subscriptions_of_type(&self, channel_type: &str) -> DbResult<Vec<SubscriptionRecord>>;
     /// The position of the newest event a follower could read now.
@@ -450,6 +467,20 @@ pub struct EventRecord {
     pub created_at: i64,
 }
 
+/// A queued webhook notification (`webhook_queue`) and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookItem {
+    pub id: i64,
+    pub channel_id: String,
+    pub event_id: i64,
+    pub body: String,
+    pub attempts: i32,
+    pub first_failed_at: Option<i64>,
+    pub next_attempt_at: i64,
+    pub pod_id: String,
+    pub send_to: String,
+}
+
 /// A row of `subscriptions`: one Solid Notifications channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionRecord {
@@ -475,6 +506,9 @@ pub struct SubscriptionRecord {
     /// The subscriber's WebID, once requests are authenticated.
     pub agent: Option<String>,
     pub created_at: i64,
+    /// The outbox head when the channel was made: events at or before it
+    /// happened before the channel existed.
+    pub after: EventCursor,
 }
 
 /// A row of `blobs`.

@@ -30,7 +30,7 @@ fn event_row(r: &tokio_postgres::Row) -> EventRecord {
 }
 
 const SUBSCRIPTION_COLUMNS: &str = "id, channel_type, pod_id, path, topic, send_to, state, \
-     start_at, end_at, rate_ms, accept, agent, created_at";
+     start_at, end_at, rate_ms, accept, agent, created_at, after_xid, after_id";
 
 fn subscription_row(r: &tokio_postgres::Row) -> SubscriptionRecord {
     SubscriptionRecord {
@@ -47,6 +47,10 @@ fn subscription_row(r: &tokio_postgres::Row) -> SubscriptionRecord {
         accept: r.get(10),
         agent: r.get(11),
         created_at: r.get(12),
+        after: EventCursor {
+            xid: r.get(13),
+            id: r.get(14),
+        },
     }
 }
 
@@ -783,7 +787,7 @@ impl MetadataStore for PostgresStore {
             .execute(
                 &format!(
                     "INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                      ON CONFLICT (id) DO NOTHING"
                 ),
                 &[
@@ -800,6 +804,8 @@ impl MetadataStore for PostgresStore {
                     &sub.accept,
                     &sub.agent,
                     &sub.created_at,
+                    &sub.after.xid,
+                    &sub.after.id,
                 ],
             )
             .await
@@ -827,13 +833,94 @@ impl MetadataStore for PostgresStore {
     }
 
     async fn subscription_delete(&self, id: &str) -> DbResult<bool> {
-        let n = self
-            .client()
-            .await?
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        tx.execute("DELETE FROM webhook_queue WHERE channel_id = $1", &[&id])
+            .await
+            .map_err(err)?;
+        let n = tx
             .execute("DELETE FROM subscriptions WHERE id = $1", &[&id])
             .await
             .map_err(err)?;
+        tx.commit().await.map_err(err)?;
         Ok(n == 1)
+    }
+
+    async fn webhook_enqueue(&self, items: &[(String, i64, String)], now: i64) -> DbResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let mut queued = 0;
+        for (channel, event, body) in items {
+            queued += tx
+                .execute(
+                    "INSERT INTO webhook_queue (channel_id, event_id, body, next_attempt_at)
+                     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM subscriptions WHERE id = $1)
+                     ON CONFLICT (channel_id, event_id) DO NOTHING",
+                    &[channel, event, body, &now],
+                )
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(queued)
+    }
+
+    async fn webhook_heads(&self, limit: u32) -> DbResult<Vec<WebhookItem>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at,
+                        q.next_attempt_at, s.pod_id, COALESCE(s.send_to, '')
+                 FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                 WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
+                 ORDER BY q.next_attempt_at LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| WebhookItem {
+                id: r.get(0),
+                channel_id: r.get(1),
+                event_id: r.get(2),
+                body: r.get(3),
+                attempts: r.get(4),
+                first_failed_at: r.get(5),
+                next_attempt_at: r.get(6),
+                pod_id: r.get(7),
+                send_to: r.get(8),
+            })
+            .collect())
+    }
+
+    async fn webhook_delivered(&self, id: i64) -> DbResult<()> {
+        self.client()
+            .await?
+            .execute("DELETE FROM webhook_queue WHERE id = $1", &[&id])
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn webhook_retry(
+        &self,
+        id: i64,
+        attempts: i32,
+        first_failed_at: i64,
+        next_attempt_at: i64,
+    ) -> DbResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE webhook_queue SET attempts = $2, first_failed_at = $3, next_attempt_at = $4
+                 WHERE id = $1",
+                &[&id, &attempts, &first_failed_at, &next_attempt_at],
+            )
+            .await
+            .map(|_| ())
+            .map_err(err)
     }
 
     async fn subscription_take_state(&self, id: &str) -> DbResult<Option<String>> {

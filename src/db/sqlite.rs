@@ -12,7 +12,7 @@ use super::schema::{self, AppliedMigration};
 use super::*;
 
 const SUBSCRIPTION_COLUMNS: &str = "id, channel_type, pod_id, path, topic, send_to, state, \
-     start_at, end_at, rate_ms, accept, agent, created_at";
+     start_at, end_at, rate_ms, accept, agent, created_at, after_xid, after_id";
 
 fn subscription_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriptionRecord> {
     Ok(SubscriptionRecord {
@@ -29,6 +29,10 @@ fn subscription_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriptionRecor
         accept: r.get(10)?,
         agent: r.get(11)?,
         created_at: r.get(12)?,
+        after: EventCursor {
+            xid: r.get(13)?,
+            id: r.get(14)?,
+        },
     })
 }
 
@@ -741,7 +745,7 @@ impl MetadataStore for SqliteStore {
                 .execute(
                     &format!(
                         "INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS})
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                          ON CONFLICT (id) DO NOTHING"
                     ),
                     params![
@@ -758,6 +762,8 @@ impl MetadataStore for SqliteStore {
                         sub.accept,
                         sub.agent,
                         sub.created_at,
+                        sub.after.xid,
+                        sub.after.id,
                     ],
                 )
                 .map_err(err)?;
@@ -789,9 +795,94 @@ impl MetadataStore for SqliteStore {
     async fn subscription_delete(&self, id: &str) -> DbResult<bool> {
         let id = id.to_string();
         self.write(move |c| {
-            c.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])
-                .map(|n| n == 1)
+            let tx = c.transaction().map_err(err)?;
+            tx.execute("DELETE FROM webhook_queue WHERE channel_id = ?1", [&id])
+                .map_err(err)?;
+            let n = tx
+                .execute("DELETE FROM subscriptions WHERE id = ?1", [&id])
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn webhook_enqueue(&self, items: &[(String, i64, String)], now: i64) -> DbResult<u64> {
+        let items = items.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(err)?;
+            let mut queued = 0;
+            for (channel, event, body) in &items {
+                queued += tx
+                    .execute(
+                        "INSERT INTO webhook_queue (channel_id, event_id, body, next_attempt_at)
+                         SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM subscriptions WHERE id = ?1)
+                         ON CONFLICT (channel_id, event_id) DO NOTHING",
+                        params![channel, event, body, now],
+                    )
+                    .map_err(err)? as u64;
+            }
+            tx.commit().map_err(err)?;
+            Ok(queued)
+        })
+        .await
+    }
+
+    async fn webhook_heads(&self, limit: u32) -> DbResult<Vec<WebhookItem>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at,
+                        q.next_attempt_at, s.pod_id, COALESCE(s.send_to, '')
+                 FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                 WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
+                 ORDER BY q.next_attempt_at LIMIT ?1",
+                )
+                .map_err(err)?;
+            stmt.query_map([limit], |r| {
+                Ok(WebhookItem {
+                    id: r.get(0)?,
+                    channel_id: r.get(1)?,
+                    event_id: r.get(2)?,
+                    body: r.get(3)?,
+                    attempts: r.get(4)?,
+                    first_failed_at: r.get(5)?,
+                    next_attempt_at: r.get(6)?,
+                    pod_id: r.get(7)?,
+                    send_to: r.get(8)?,
+                })
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn webhook_delivered(&self, id: i64) -> DbResult<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM webhook_queue WHERE id = ?1", [id])
+                .map(|_| ())
                 .map_err(err)
+        })
+        .await
+    }
+
+    async fn webhook_retry(
+        &self,
+        id: i64,
+        attempts: i32,
+        first_failed_at: i64,
+        next_attempt_at: i64,
+    ) -> DbResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE webhook_queue SET attempts = ?2, first_failed_at = ?3, next_attempt_at = ?4
+                 WHERE id = ?1",
+                params![id, attempts, first_failed_at, next_attempt_at],
+            )
+            .map(|_| ())
+            .map_err(err)
         })
         .await
     }

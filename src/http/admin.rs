@@ -218,10 +218,14 @@ pub async fn remove_node(
     match app.db.node_remove(&id).await {
         Ok(_) => {
             app.placement.forget_node(&id);
-            // Its follower no longer holds back pruning.
-            let name = crate::cluster::follower::placement_name(&id);
-            if let Err(e) = app.db.follower_cursor_delete(&name).await {
-                tracing::warn!(error = %e, "cannot delete the removed node's follower cursor");
+            // Its followers no longer hold back pruning.
+            for name in [
+                crate::cluster::follower::placement_name(&id),
+                crate::cluster::follower::webhooks_name(&id),
+            ] {
+                if let Err(e) = app.db.follower_cursor_delete(&name).await {
+                    tracing::warn!(error = %e, "cannot delete the removed node's follower cursor");
+                }
             }
             StatusCode::NO_CONTENT.into_response()
         }

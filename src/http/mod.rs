@@ -119,6 +119,7 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
             })
         },
     );
+    crate::notify::webhook::spawn(app.clone());
     crate::cluster::registry::spawn_heartbeat(
         app.db.clone(),
         app.node.id.clone(),

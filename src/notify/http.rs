@@ -203,9 +203,16 @@ pub async fn subscribe(
             .map(|t| features::parse_duration(&t).map_err(|e| format!("rate: {e}")))
             .transpose()?;
         let accept = feature("accept")?;
-        Ok((state, start_at, end_at, rate_ms, accept))
+        let send_to = match channel {
+            ChannelType::Webhook => Some(
+                feature("sendTo")?
+                    .ok_or("sendTo is missing: name the URL to POST notifications to")?,
+            ),
+            ChannelType::WebSocket => None,
+        };
+        Ok((state, start_at, end_at, rate_ms, accept, send_to))
     })();
-    let (state, start_at, end_at, rate_ms, accept) = match parsed {
+    let (state, start_at, end_at, rate_ms, accept, send_to) = match parsed {
         Ok(p) => p,
         Err(why) => return unprocessable(why),
     };
@@ -222,6 +229,11 @@ pub async fn subscribe(
             "{key} is not a property of a {} request",
             channel.name()
         ));
+    }
+    if let Some(target) = &send_to
+        && let Err(why) = check_target(&app, target).await
+    {
+        return unprocessable(format!("sendTo: {why}"));
     }
     // The topic must be a resource URL of this server, in canonical form.
     let target = match topic_target(&app, &topic) {
@@ -245,6 +257,11 @@ pub async fn subscribe(
     }
     let now = now_ms();
     let end_at = Some(end_at.unwrap_or(i64::MAX).min(now + MAX_DURATION_MS));
+    // Changes already in the outbox happened before the channel existed.
+    let after = match app.db.events_head().await {
+        Ok(h) => h,
+        Err(e) => return crate::ldp::error::LdpError::from(e).into_response(),
+    };
     let id = uuid::Uuid::new_v4().to_string();
     let record = SubscriptionRecord {
         id: id.clone(),
@@ -252,7 +269,7 @@ pub async fn subscribe(
         pod_id: target.pod.clone(),
         path: target.path.clone(),
         topic: topic.clone(),
-        send_to: None,
+        send_to: send_to.clone(),
         state,
         start_at,
         end_at,
@@ -260,6 +277,7 @@ pub async fn subscribe(
         accept,
         agent: None,
         created_at: now,
+        after,
     };
     if let Err(e) = app.db.subscription_create(&record).await {
         return crate::ldp::error::LdpError::from(e).into_response();
@@ -286,6 +304,12 @@ pub async fn subscribe(
         out.insert("accept".into(), a.clone().into());
     }
     match channel {
+        ChannelType::Webhook => {
+            out.insert("sendTo".into(), send_to.unwrap_or_default().into());
+            if let Err(e) = super::webhook::queue_state(&app, &record).await {
+                tracing::warn!(channel = %record.id, error = %e, "cannot queue the state notification");
+            }
+        }
         ChannelType::WebSocket => {
             let receive_from = match channel_url.split_once("://") {
                 Some(("https", rest)) => format!("wss://{rest}"),
@@ -301,6 +325,25 @@ pub async fn subscribe(
         Value::Object(out).to_string(),
     )
         .into_response()
+}
+
+/// A webhook target must be http(s) and reach only allowed addresses.
+async fn check_target(app: &App, target: &str) -> Result<(), String> {
+    let url = app.config.outbound.check_url(target)?;
+    if let Some(url::Host::Domain(host)) = url.host() {
+        let port = url.port_or_known_default().unwrap_or(80);
+        let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+        if found.is_empty() {
+            return Err(format!("{host} has no address"));
+        }
+        for addr in found {
+            app.config.outbound.check(addr.ip())?;
+        }
+    }
+    Ok(())
 }
 
 /// The pod and path of a topic URL, if it is one of this server's resources.

@@ -9,6 +9,7 @@
 
 pub mod features;
 pub mod http;
+pub mod webhook;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ const QUEUE: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelType {
     WebSocket,
+    Webhook,
 }
 
 impl ChannelType {
@@ -40,6 +42,7 @@ impl ChannelType {
     pub fn name(self) -> &'static str {
         match self {
             ChannelType::WebSocket => "WebSocketChannel2023",
+            ChannelType::Webhook => "WebhookChannel2023",
         }
     }
 
@@ -47,6 +50,7 @@ impl ChannelType {
     pub fn stored(self) -> &'static str {
         match self {
             ChannelType::WebSocket => "websocket",
+            ChannelType::Webhook => "webhook",
         }
     }
 
@@ -54,8 +58,8 @@ impl ChannelType {
         format!("{NOTIFY}{}", self.name())
     }
 
-    pub fn all() -> [ChannelType; 1] {
-        [ChannelType::WebSocket]
+    pub fn all() -> [ChannelType; 2] {
+        [ChannelType::WebSocket, ChannelType::Webhook]
     }
 
     pub fn from_name(name: &str) -> Option<ChannelType> {
@@ -148,6 +152,16 @@ pub fn activities(pod_url: &str, event: &EventRecord, next: &[EventRecord]) -> V
         });
     }
     out
+}
+
+/// Whether an event comes after an outbox position (`None` if either
+/// position is unreadable).
+pub fn is_after(event: &EventRecord, cursor: &EventCursor) -> Option<bool> {
+    let at = position(&EventCursor {
+        xid: event.xid.clone(),
+        id: event.id,
+    })?;
+    Some(at > position(cursor)?)
 }
 
 /// An outbox position as comparable numbers (`xid` is decimal text).

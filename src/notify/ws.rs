@@ -127,7 +127,11 @@ async fn serve(app: Arc<App>, channel: Result<SubscriptionRecord, String>, mut s
 
 /// `Update` (or `Delete`, if the topic is gone) when the topic's state is
 /// not the one the subscriber knows.
-async fn state_activity(app: &App, channel: &SubscriptionRecord, known: &str) -> Option<Activity> {
+pub async fn state_activity(
+    app: &App,
+    channel: &SubscriptionRecord,
+    known: &str,
+) -> Option<Activity> {
     let current = match app.db.resource_get(&channel.pod_id, &channel.path).await {
         Ok(r) => r,
         Err(e) => {
