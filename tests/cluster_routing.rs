@@ -462,7 +462,7 @@ async fn a_restarted_owner_loses_its_sessions_and_no_request_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_at_one_node_hears_a_write_made_through_another() {
     use futures::StreamExt;
-    let c = Cluster::start();
+    let c = Cluster::start_with(&[("CSS_OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")]);
     c.create_pod(0, "alice");
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
     // Subscribe through C, listen at B (which does not own the pod), write
@@ -519,6 +519,67 @@ async fn a_websocket_at_one_node_hears_a_write_made_through_another() {
     assert_eq!(note["type"], "Create");
     assert_eq!(note["object"], c.url("alice/shared.txt").as_str());
     assert_eq!(note["state"], etag.as_str(), "the state is the new ETag");
+
+    // A webhook set up through C hears a write made through B, once: only
+    // the owner (A) queues and delivers it, though every node follows the
+    // outbox.
+    let got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let sink = got.clone();
+    let receiver = tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: String| async move {
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                axum::http::StatusCode::OK
+            }),
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
+    let subscribed = c.nodes[2]
+        .client
+        .post(c.url(".notifications/WebhookChannel2023/"))
+        .header("content-type", "application/ld+json")
+        .body(
+            serde_json::json!({
+                "type": "http://www.w3.org/ns/solid/notifications#WebhookChannel2023",
+                "topic": c.url("alice/shared.txt"),
+                "sendTo": hook,
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subscribed.status(), 200);
+    let put = b
+        .client
+        .put(c.url("alice/shared.txt"))
+        .header("content-type", "text/plain")
+        .body("again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 205);
+    let etag = put.headers()["etag"].to_str().unwrap().to_string();
+    let started = Instant::now();
+    while got.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no webhook within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for any duplicate from another node to arrive.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "delivered once: {got:?}");
+    assert_eq!(got[0]["type"], "Update");
+    assert_eq!(got[0]["state"], etag.as_str());
+    receiver.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
