@@ -271,16 +271,19 @@ async fn any_node_answers_for_any_pod() {
     assert!(out.status.success());
     assert_eq!(text.matches(" up ").count(), 3, "{text}");
 
+    // A request that claims to come from B, for A, with a made-up signature.
+    let forged_get = |nonce: &str| {
+        a.client
+            .get(c.url("alice/notes/n1.bin"))
+            .header("x-xpod-hop", "1")
+            .header("x-xpod-from", b.id.as_str())
+            .header("x-xpod-to", a.id.as_str())
+            .header("x-xpod-date", xpod::db::now_ms().to_string())
+            .header("x-xpod-nonce", nonce)
+            .header("x-xpod-signature", "AAAA")
+    };
     // A forwarded request must be signed by a registered node...
-    let forged = a
-        .client
-        .get(c.url("alice/notes/n1.bin"))
-        .header("x-xpod-hop", "1")
-        .header("x-xpod-from", b.id.as_str())
-        .header("x-xpod-to", a.id.as_str())
-        .header("x-xpod-date", xpod::db::now_ms().to_string())
-        .header("x-xpod-nonce", "00112233445566778899aabbccddeeff")
-        .header("x-xpod-signature", "AAAA")
+    let forged = forged_get("00112233445566778899aabbccddeeff")
         .send()
         .await
         .unwrap();
@@ -314,16 +317,8 @@ async fn any_node_answers_for_any_pod() {
     assert!(auth["session"] >= 3, "{auth:?}");
     assert!(auth["signature"] >= 1, "{auth:?}");
     // A session A never set up is refused, and marked so a node would sign.
-    let made_up = a
-        .client
-        .get(c.url("alice/notes/n1.bin"))
-        .header("x-xpod-hop", "1")
-        .header("x-xpod-from", b.id.as_str())
-        .header("x-xpod-to", a.id.as_str())
-        .header("x-xpod-date", xpod::db::now_ms().to_string())
-        .header("x-xpod-nonce", "00112233445566778899aabbccddeef0")
+    let made_up = forged_get("00112233445566778899aabbccddeef0")
         .header("x-xpod-session", "00112233445566778899aabbccddeeff")
-        .header("x-xpod-signature", "AAAA")
         .send()
         .await
         .unwrap();
