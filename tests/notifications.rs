@@ -303,6 +303,25 @@ async fn features_state_end_and_rate() {
     silent(&mut later, Duration::from_millis(1200)).await;
     // ...while the first socket still hears it.
     assert_eq!(next(&mut socket).await["type"], "Update");
+
+    // accept: notifications in Turtle.
+    let channel = node.channel(&topic, json!({"accept": "text/turtle"})).await;
+    assert_eq!(channel["accept"], "text/turtle");
+    let mut turtle = connect(&channel).await;
+    let put = node.put("alice/doc", "v5").await;
+    let etag = put.headers()["etag"].to_str().unwrap().to_string();
+    let msg = tokio::time::timeout(Duration::from_secs(5), turtle.next())
+        .await
+        .expect("a notification within 5 s")
+        .unwrap()
+        .unwrap();
+    let text = msg.to_text().unwrap().to_string();
+    assert!(text.contains("a as:Update"), "{text}");
+    assert!(text.contains(&format!("as:object <{topic}>")), "{text}");
+    assert!(
+        text.contains(&format!("notify:state \"{}\"", etag.replace('"', "\\\""))),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,7 +367,7 @@ async fn bad_subscriptions_are_refused_and_store_nothing() {
             "endAt",
         ),
         (
-            json!({"type": WS_TYPE, "topic": topic, "accept": "text/turtle"}),
+            json!({"type": WS_TYPE, "topic": topic, "accept": "text/html"}),
             "accept",
         ),
         (

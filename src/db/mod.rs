@@ -479,6 +479,8 @@ pub struct WebhookItem {
     pub next_attempt_at: i64,
     pub pod_id: String,
     pub send_to: String,
+    /// The channel's `accept` feature.
+    pub accept: Option<String>,
 }
 
 /// A row of `subscriptions`: one Solid Notifications channel.

@@ -871,7 +871,7 @@ impl MetadataStore for PostgresStore {
             .await?
             .query(
                 "SELECT q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at,
-                        q.next_attempt_at, s.pod_id, COALESCE(s.send_to, '')
+                        q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept
                  FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
                  WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
                  ORDER BY q.next_attempt_at LIMIT $1",
@@ -891,6 +891,7 @@ impl MetadataStore for PostgresStore {
                 next_attempt_at: r.get(6),
                 pod_id: r.get(7),
                 send_to: r.get(8),
+                accept: r.get(9),
             })
             .collect())
     }

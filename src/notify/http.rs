@@ -216,13 +216,13 @@ pub async fn subscribe(
         Ok(p) => p,
         Err(why) => return unprocessable(why),
     };
-    if let Some(a) = &accept {
-        let a = a.split(';').next().unwrap_or_default().trim();
-        if a != LD_JSON && a != "application/json" {
-            return unprocessable(format!(
-                "accept {a:?} is not offered; notifications are application/ld+json"
-            ));
-        }
+    if let Some(a) = &accept
+        && super::media_type(Some(a)).is_none()
+    {
+        return unprocessable(format!(
+            "accept {a:?} is not offered; notifications come as {}",
+            super::MEDIA_TYPES.join(", ")
+        ));
     }
     if let Some(key) = props.keys().next() {
         return unprocessable(format!(

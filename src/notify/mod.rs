@@ -105,6 +105,76 @@ impl Activity {
     }
 }
 
+/// The media types notifications come in (the `accept` feature).
+pub const MEDIA_TYPES: [&str; 3] = ["application/ld+json", "application/json", "text/turtle"];
+
+/// The media type a channel's `accept` asks for, if xpod offers it.
+pub fn media_type(accept: Option<&str>) -> Option<&'static str> {
+    let wanted = accept
+        .map(|a| {
+            a.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|| "application/ld+json".into());
+    match wanted.as_str() {
+        "application/ld+json" | "application/json" => Some("application/ld+json"),
+        "text/turtle" => Some("text/turtle"),
+        _ => None,
+    }
+}
+
+/// A Turtle string literal.
+fn turtle_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl Activity {
+    /// The notification in the media type a channel asked for.
+    pub fn render(&self, accept: Option<&str>) -> String {
+        match media_type(accept) {
+            Some("text/turtle") => self.to_turtle(),
+            _ => self.to_json(),
+        }
+    }
+
+    /// The same statements as [`Activity::to_json`], in Turtle.
+    pub fn to_turtle(&self) -> String {
+        let mut out = format!(
+            "@prefix as: <{AS_CONTEXT}#>.\n\
+             @prefix notify: <{NOTIFY}>.\n\
+             @prefix xsd: <http://www.w3.org/2001/XMLSchema#>.\n\n\
+             <urn:{}:{}> a as:{};\n    as:object <{}>",
+            self.published, self.topic, self.kind, self.object
+        );
+        if let Some(t) = &self.target {
+            out.push_str(&format!(";\n    as:target <{t}>"));
+        }
+        if let Some(s) = &self.state {
+            out.push_str(&format!(";\n    notify:state {}", turtle_string(s)));
+        }
+        out.push_str(&format!(
+            ";\n    as:published \"{}\"^^xsd:dateTime.\n",
+            features::format_date_time(self.published)
+        ));
+        out
+    }
+}
+
 /// What an event means to the channels of its resource and of its container.
 /// `next` are the events after it in the same batch: the container's
 /// `update` that follows a child's creation or deletion carries the
@@ -284,9 +354,17 @@ impl Hub {
                 let Some(list) = listeners.get_mut(&(event.pod_id.clone(), path)) else {
                     continue;
                 };
-                let body: Arc<str> = activity.to_json().into();
+                let json: Arc<str> = activity.to_json().into();
+                let mut turtle: Option<Arc<str>> = None;
                 for l in list.iter_mut() {
                     let ch = &l.channel;
+                    let body = if media_type(ch.accept.as_deref()) == Some("text/turtle") {
+                        turtle
+                            .get_or_insert_with(|| activity.to_turtle().into())
+                            .clone()
+                    } else {
+                        json.clone()
+                    };
                     if let (Some(after), Some(at)) = (l.after, at)
                         && at <= after
                     {
@@ -300,7 +378,7 @@ impl Hub {
                     {
                         continue;
                     }
-                    match l.tx.try_send(body.clone()) {
+                    match l.tx.try_send(body) {
                         Ok(()) => {
                             if ch.rate_ms.is_some() {
                                 l.last_emit = Some(Instant::now());
@@ -365,6 +443,22 @@ mod tests {
                 "published": "2026-01-31T12:00:00.000Z",
             })
         );
+    }
+
+    #[test]
+    fn turtle_notifications_say_the_same() {
+        let batch = [event(1, "/c/r", "create", Some("\"1-ab\""))];
+        let acts = activities("http://x.test/alice/", &batch[0], &[]);
+        let ttl = acts[0].render(Some("text/turtle"));
+        let triples = oxttl::TurtleParser::new()
+            .for_slice(ttl.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(triples.len(), 4, "{ttl}");
+        assert!(ttl.contains("a as:Create"), "{ttl}");
+        assert!(ttl.contains("notify:state \"\\\"1-ab\\\"\""), "{ttl}");
+        assert_eq!(acts[0].render(None), acts[0].to_json());
+        assert_eq!(media_type(Some("text/html")), None);
     }
 
     #[test]

@@ -112,7 +112,11 @@ async fn queue(
                 if !wanted(ch, &activity, rates) {
                     continue;
                 }
-                items.push((ch.id.clone(), event.id, activity.to_json()));
+                items.push((
+                    ch.id.clone(),
+                    event.id,
+                    activity.render(ch.accept.as_deref()),
+                ));
             }
         }
     }
@@ -162,7 +166,14 @@ pub async fn queue_state(app: &App, channel: &SubscriptionRecord) -> Result<(), 
     };
     // Event 0: before every real event, and queued once.
     app.db
-        .webhook_enqueue(&[(channel.id.clone(), 0, activity.to_json())], now_ms())
+        .webhook_enqueue(
+            &[(
+                channel.id.clone(),
+                0,
+                activity.render(channel.accept.as_deref()),
+            )],
+            now_ms(),
+        )
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -250,7 +261,10 @@ async fn drain(app: &App, client: &reqwest::Client, mut item: WebhookItem) {
 async fn post(client: &reqwest::Client, item: &WebhookItem) -> Result<(), String> {
     let resp = client
         .post(&item.send_to)
-        .header("content-type", "application/ld+json")
+        .header(
+            "content-type",
+            super::media_type(item.accept.as_deref()).unwrap_or("application/ld+json"),
+        )
         .body(item.body.clone())
         .send()
         .await

@@ -85,7 +85,7 @@ async fn serve(app: Arc<App>, channel: Result<SubscriptionRecord, String>, mut s
     match app.db.subscription_take_state(&channel.id).await {
         Ok(Some(known)) => {
             if let Some(activity) = state_activity(&app, &channel, &known).await {
-                let body = activity.to_json();
+                let body = activity.render(channel.accept.as_deref());
                 if socket.send(Message::Text(body.into())).await.is_err() {
                     return;
                 }
