@@ -635,6 +635,7 @@ async fn a_dead_owner_costs_two_seconds_and_its_pods_can_be_reassigned() {
     // Stopped (connections accepted, nothing answered): 503 in about 2 s.
     let pid = c.nodes[0].server.pid() as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
+    support::wait_stopped(pid as u32);
     let started = Instant::now();
     let resp = c.nodes[1]
         .client

@@ -399,6 +399,33 @@ pub fn create_pod(root: &Path, port: u16, name: &str, extra_env: &[(&str, &str)]
     );
 }
 
+/// Waits (at most 5 s) until every thread of a process that was sent
+/// SIGSTOP has stopped: on a loaded machine a thread may run on for a while.
+pub fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all_stopped = tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The state follows the command name, which is in parentheses.
+                    let after = &stat[stat.rfind(')')? + 1..];
+                    after
+                        .split_whitespace()
+                        .next()
+                        .map(|s| s == "T" || s == "t")
+                })
+                .unwrap_or(true)
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Peak resident memory of a process, from /proc/<pid>/status, in bytes.
 pub fn vm_hwm(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
