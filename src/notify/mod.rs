@@ -409,6 +409,7 @@ mod tests {
             version: id,
             etag: etag.map(str::to_string),
             created_at: 1_769_860_800_000,
+            detail: None,
         }
     }
 
