@@ -249,6 +249,49 @@ impl Writer {
     }
 }
 
+/// Subscribes to `topic` through node `via` and connects the WebSocket
+/// there; a task collects the JSON notifications.
+async fn listen(c: &Cluster, via: usize, topic: &str) -> Arc<Mutex<Vec<Value>>> {
+    use futures::StreamExt;
+    let channel: Value = c.nodes[via]
+        .client
+        .post(c.url(".notifications/WebSocketChannel2023/"))
+        .header("content-type", "application/ld+json")
+        .body(
+            serde_json::json!({
+                "type": "http://www.w3.org/ns/solid/notifications#WebSocketChannel2023",
+                "topic": topic,
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let receive_from = channel["receiveFrom"].as_str().unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect((format!("127.0.0.{}", via + 1), c.port))
+        .await
+        .unwrap();
+    let (mut socket, upgrade) = tokio_tungstenite::client_async(receive_from, tcp)
+        .await
+        .unwrap();
+    assert_eq!(upgrade.status(), 101);
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = socket.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg
+                && let Ok(v) = serde_json::from_str::<Value>(&t)
+            {
+                sink.lock().unwrap().push(v);
+            }
+        }
+    });
+    heard
+}
+
 fn per_phase(acked: &[Acked]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for (_, _, phase) in acked {
@@ -359,6 +402,9 @@ async fn separate_storage_loses_no_acknowledged_write() {
     c.create_pod(0, "busy");
     let mut expected = fill(&c, 0, "busy", 1500, 8192).await;
 
+    // A channel on the pod's root, held by the third node, hears how the
+    // migration goes.
+    let heard = listen(&c, 2, &c.url("busy/")).await;
     let mut writer = Writer::start(&c, 2, "busy");
     writer.observe(&c, 2, "busy");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -386,6 +432,23 @@ async fn separate_storage_loses_no_acknowledged_write() {
     );
     assert!(phases.get("done").copied().unwrap_or(0) > 0, "{phases:?}");
     assert!(refused.iter().all(|s| *s == 503), "{refused:?}");
+    let heard = heard.lock().unwrap().clone();
+    let progress: Vec<_> = heard
+        .iter()
+        .filter(|n| n["type"] == "migration:progress")
+        .collect();
+    assert!(
+        progress.iter().any(|n| n["status"] == "copying"),
+        "progress was published: {heard:?}"
+    );
+    let ended: Vec<_> = heard
+        .iter()
+        .filter(|n| n["type"] == "migration:done")
+        .collect();
+    assert_eq!(ended.len(), 1, "{heard:?}");
+    assert_eq!(ended[0]["status"], "done");
+    assert_eq!(ended[0]["object"], c.url("busy/"));
+    assert_eq!(ended[0]["targetNode"], c.nodes[1].id);
 
     // Every acknowledged write is at the new owner, with its bytes: 0 lost.
     for (path, body, _) in acked {

@@ -54,7 +54,12 @@ async fn queue(
 ) -> Result<(), String> {
     let relevant: Vec<&EventRecord> = batch
         .iter()
-        .filter(|e| matches!(e.kind.as_str(), "create" | "update" | "delete"))
+        .filter(|e| {
+            matches!(
+                e.kind.as_str(),
+                "create" | "update" | "delete" | "migration"
+            )
+        })
         .collect();
     if relevant.is_empty() {
         return Ok(());
@@ -77,6 +82,34 @@ async fn queue(
     let mut items = Vec::new();
     let mut owned: HashMap<String, bool> = HashMap::new();
     for (i, event) in batch.iter().enumerate() {
+        if event.kind == "migration" {
+            // The node a migration moves the pod to queues its
+            // notifications, once, for every channel of the pod.
+            let base = crate::pod::base_url(&app.config, &event.pod_id).to_string();
+            let Some(activity) = super::migration_activity(&base, event) else {
+                continue;
+            };
+            let target = activity
+                .extra
+                .iter()
+                .find(|(k, _)| *k == "targetNode")
+                .and_then(|(_, v)| v.as_str());
+            if target != Some(app.node.id.as_str()) {
+                continue;
+            }
+            for ch in channels.iter().filter(|c| c.pod_id == event.pod_id) {
+                if super::is_after(event, &ch.after) == Some(false) || !wanted(ch, &activity, rates)
+                {
+                    continue;
+                }
+                items.push((
+                    ch.id.clone(),
+                    event.id,
+                    activity.render(ch.accept.as_deref()),
+                ));
+            }
+            continue;
+        }
         if !matches!(event.kind.as_str(), "create" | "update" | "delete") {
             continue;
         }
