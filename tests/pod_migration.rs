@@ -590,3 +590,65 @@ async fn a_cancelled_migration_leaves_the_pod_whole_on_its_source() {
     assert_eq!(done["status"], "done", "{done}");
     assert_all_readable(&c, 2, 1, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_left_by_a_dead_target_is_lifted() {
+    let mut c = Cluster::start();
+    c.create_pod(0, "held");
+    // The target dies in the middle of its switch: the pod is fenced.
+    c.nodes[1].server.stop_with(libc::SIGKILL);
+    let (client, url) = (c.nodes[2].client.clone(), c.url("held/doc.txt"));
+    let put = |body: &'static str| {
+        client
+            .put(&url)
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+    };
+    assert_eq!(put("before").await.unwrap().status(), 201);
+    let (a, b) = (c.nodes[0].id.clone(), c.nodes[1].id.clone());
+    c.pg.psql(
+        "cluster",
+        &format!(
+            "WITH m AS (INSERT INTO migrations (pod_id, source_node, target_node, status, started_at, updated_at, fenced_at)
+               VALUES ('held', '{a}', '{b}', 'switching', 1, 1, 1) RETURNING id)
+             UPDATE pods SET fence = (SELECT id FROM m) WHERE pod_id = 'held'"
+        ),
+    );
+    // Writes wait a moment, then are refused with a time to retry; reads go on.
+    let started = Instant::now();
+    let refused = put("during").await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "writes wait first"
+    );
+    let get = c.nodes[2]
+        .client
+        .get(c.url("held/doc.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.text().await.unwrap(), "before");
+    // Once the target misses its heartbeats, the owner lifts the fence.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = put("after").await.unwrap();
+        if r.status() == 205 {
+            assert_eq!(served_by(&r), a);
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        assert!(Instant::now() < deadline, "the fence stayed");
+    }
+    let m = migration(&c, 2, "held").await;
+    assert_eq!(m["status"], "failed");
+    assert!(
+        m["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped sending heartbeats"),
+        "{m}"
+    );
+}

@@ -72,6 +72,7 @@ pub fn spawn(app: Arc<App>) {
         loop {
             match app.db.migrations_active().await {
                 Ok(list) => {
+                    release_abandoned(&app, &list).await;
                     for m in list.into_iter().filter(|m| m.target_node == app.node.id) {
                         let fresh = app
                             .migrations
@@ -98,6 +99,42 @@ pub fn spawn(app: Arc<App>) {
             let _ = tokio::time::timeout(POLL, app.migrations.wake.notified()).await;
         }
     });
+}
+
+/// A switch holds the pod's writes: if its target node stops sending
+/// heartbeats meanwhile, the pod's owner ends the migration as failed, which
+/// lifts the fence (the pod stays, whole, on its source). Before the switch
+/// nothing is held, and a target that comes back resumes.
+async fn release_abandoned(app: &App, list: &[MigrationRecord]) {
+    for m in list {
+        if m.status != MigrationStatus::Switching || m.source_node != app.node.id {
+            continue;
+        }
+        let target = match app.db.node_get(&m.target_node).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up a migration's target");
+                continue;
+            }
+        };
+        let gone = target.is_none_or(|t| {
+            !super::registry::reachable(&t, app.config.node_unreachable_after, now_ms())
+        });
+        if gone {
+            let why = format!(
+                "node {} stopped sending heartbeats during the switch; pod {} stays on node {}",
+                m.target_node, m.pod_id, m.source_node
+            );
+            tracing::warn!(migration = m.id, "{why}");
+            if let Err(e) = app
+                .db
+                .migration_fail(m.id, MigrationStatus::Failed, &why)
+                .await
+            {
+                tracing::warn!(migration = m.id, error = %e, "cannot end the abandoned migration");
+            }
+        }
+    }
 }
 
 /// Drives one migration to its end, and records how it ended.
@@ -192,7 +229,7 @@ async fn drive(app: &Arc<App>, m: &MigrationRecord, sync: &Sync) -> Result<Outco
                 if missing.len() < PARALLEL {
                     break;
                 }
-                fetch_many(app, &source, missing.into_iter().map(|h| (h, 0)).collect()).await?;
+                fetch_many(app, &source, missing).await?;
             }
         }
     }
@@ -228,7 +265,7 @@ async fn drive(app: &Arc<App>, m: &MigrationRecord, sync: &Sync) -> Result<Outco
                 let Some(source) = &source else {
                     return Err("the pod's storage changed during the switch".into());
                 };
-                fetch_many(app, source, missing.into_iter().map(|h| (h, 0)).collect()).await?;
+                fetch_many(app, source, missing).await?;
             }
             Err(DbError::Unavailable(why)) => {
                 tracing::warn!(migration = m.id, error = %why, "cannot switch yet; retrying");
@@ -306,7 +343,7 @@ async fn start_sync(
                         .map_err(|e| e.to_string())?
                         && let Some(h) = r.content_hash
                     {
-                        wanted.push((h, r.size));
+                        wanted.push(h);
                     }
                 }
                 fetch_many(&app, &source, wanted).await
@@ -350,7 +387,7 @@ async fn copy_all(
             return Ok(None);
         };
         let n = page.len() as i64;
-        fetch_many(app, source, page).await?;
+        fetch_many(app, source, page.into_iter().map(|(h, _)| h).collect()).await?;
         copied += n;
         cursor = Some(last);
         current = progress(
@@ -369,10 +406,10 @@ async fn copy_all(
 async fn fetch_many(
     app: &Arc<App>,
     source: &NodeRecord,
-    hashes: Vec<(String, i64)>,
+    hashes: Vec<String>,
 ) -> Result<(), String> {
     futures::stream::iter(hashes)
-        .map(|(hash, _)| async move { fetch_if_missing(app, source, &hash).await })
+        .map(|hash| async move { fetch_if_missing(app, source, &hash).await })
         .buffer_unordered(PARALLEL)
         .try_collect::<()>()
         .await
