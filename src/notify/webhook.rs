@@ -260,7 +260,8 @@ async fn drain(app: &App, client: &reqwest::Client, mut item: WebhookItem) {
                 let now = now_ms();
                 let first = item.first_failed_at.unwrap_or(now);
                 if now - first >= app.config.webhook_retry_window.as_millis() as i64 {
-                    tracing::warn!(channel = %item.channel_id, target = %item.send_to, error = %why,
+                    // Only the receiver's origin: its path or query may hold a secret.
+                    tracing::warn!(channel = %item.channel_id, target = %origin(&item.send_to), error = %why,
                         "webhook receiver kept failing for the retry window; its channel is removed");
                     if let Err(e) = app.db.subscription_delete(&item.channel_id).await {
                         tracing::warn!(error = %e, "cannot remove the webhook channel");
@@ -291,6 +292,13 @@ async fn drain(app: &App, client: &reqwest::Client, mut item: WebhookItem) {
     }
 }
 
+/// The scheme, host and port of a URL, for logs.
+fn origin(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "(invalid URL)".into())
+}
+
 async fn post(client: &reqwest::Client, item: &WebhookItem) -> Result<(), String> {
     let resp = client
         .post(&item.send_to)
@@ -302,7 +310,9 @@ async fn post(client: &reqwest::Client, item: &WebhookItem) -> Result<(), String
         .send()
         .await
         .map_err(|e| {
-            // The resolver's refusal is the useful part of the chain.
+            // The resolver's refusal is the useful part of the chain; the
+            // URL is not (it may carry a secret).
+            let e = e.without_url();
             let mut why = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
@@ -320,7 +330,16 @@ async fn post(client: &reqwest::Client, item: &WebhookItem) -> Result<(), String
 
 #[cfg(test)]
 mod tests {
-    use super::backoff_ms;
+    use super::{backoff_ms, origin};
+
+    #[test]
+    fn logs_name_only_the_receivers_origin() {
+        assert_eq!(
+            origin("https://hooks.example:8443/in/abc?token=s3cret"),
+            "https://hooks.example:8443"
+        );
+        assert_eq!(origin("not a url"), "(invalid URL)");
+    }
 
     #[test]
     fn backoff_doubles_up_to_thirty_seconds() {
