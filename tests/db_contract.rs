@@ -419,6 +419,39 @@ async fn subscriptions(db: &Db) {
         db.subscriptions_of_type("webhook").await.unwrap(),
         vec![hook.clone()]
     );
+    // The webhook queue: once per channel and event, oldest first.
+    let queued = db
+        .webhook_enqueue(
+            &[
+                ("hook-1".into(), 10, "first".into()),
+                ("hook-1".into(), 11, "second".into()),
+                ("hook-1".into(), 10, "again".into()),
+            ],
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued, 2, "an event is queued once per channel");
+    let heads = db.webhook_heads(10).await.unwrap();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(
+        (heads[0].body.as_str(), heads[0].send_to.as_str()),
+        ("first", "http://127.0.0.1:9/hook")
+    );
+    let next = db.webhook_next("hook-1").await.unwrap().unwrap();
+    assert_eq!(next.id, heads[0].id);
+    db.webhook_retry(next.id, 1, 5, 99).await.unwrap();
+    let next = db.webhook_next("hook-1").await.unwrap().unwrap();
+    assert_eq!(
+        (next.attempts, next.first_failed_at, next.next_attempt_at),
+        (1, Some(5), 99)
+    );
+    db.webhook_delivered(next.id).await.unwrap();
+    assert_eq!(
+        db.webhook_next("hook-1").await.unwrap().unwrap().body,
+        "second"
+    );
+    assert_eq!(db.webhook_next("nope").await.unwrap(), None);
     assert!(db.subscription_delete("hook-1").await.unwrap());
     assert!(!db.subscription_delete("hook-1").await.unwrap());
     assert!(

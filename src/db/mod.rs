@@ -368,6 +368,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The oldest queued notification of each channel, with the channel's
     /// pod and target.
     async fn webhook_heads(&self, limit: u32) -> DbResult<Vec<WebhookItem>>;
+    /// The oldest queued notification of one channel.
+    async fn webhook_next(&self, channel_id: &str) -> DbResult<Option<WebhookItem>>;
     /// Removes a delivered notification.
     async fn webhook_delivered(&self, id: i64) -> DbResult<()>;
     /// Records a failed attempt and when to try again.

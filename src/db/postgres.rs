@@ -299,6 +299,24 @@ fn pod_row(r: &Row) -> PodRecord {
     }
 }
 
+const WEBHOOK_COLUMNS: &str = "q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at, \
+     q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept";
+
+fn webhook_row(r: &Row) -> WebhookItem {
+    WebhookItem {
+        id: r.get(0),
+        channel_id: r.get(1),
+        event_id: r.get(2),
+        body: r.get(3),
+        attempts: r.get(4),
+        first_failed_at: r.get(5),
+        next_attempt_at: r.get(6),
+        pod_id: r.get(7),
+        send_to: r.get(8),
+        accept: r.get(9),
+    }
+}
+
 const MIGRATION_COLUMNS: &str = "id, pod_id, source_node, target_node, status, progress, copied, total, cursor, error, started_at, updated_at, finished_at, fenced_at";
 
 fn migration_row(r: &Row) -> DbResult<MigrationRecord> {
@@ -1258,30 +1276,32 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at,
-                        q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept
-                 FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
-                 WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
-                 ORDER BY q.next_attempt_at LIMIT $1",
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                     WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
+                     ORDER BY q.next_attempt_at LIMIT $1"
+                ),
                 &[&(limit as i64)],
             )
             .await
             .map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| WebhookItem {
-                id: r.get(0),
-                channel_id: r.get(1),
-                event_id: r.get(2),
-                body: r.get(3),
-                attempts: r.get(4),
-                first_failed_at: r.get(5),
-                next_attempt_at: r.get(6),
-                pod_id: r.get(7),
-                send_to: r.get(8),
-                accept: r.get(9),
-            })
-            .collect())
+        Ok(rows.iter().map(webhook_row).collect())
+    }
+
+    async fn webhook_next(&self, channel_id: &str) -> DbResult<Option<WebhookItem>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                     WHERE q.channel_id = $1 ORDER BY q.id LIMIT 1"
+                ),
+                &[&channel_id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(webhook_row))
     }
 
     async fn webhook_delivered(&self, id: i64) -> DbResult<()> {

@@ -219,6 +219,24 @@ fn pod_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PodRecord> {
     })
 }
 
+const WEBHOOK_COLUMNS: &str = "q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at, \
+     q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept";
+
+fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookItem> {
+    Ok(WebhookItem {
+        id: r.get(0)?,
+        channel_id: r.get(1)?,
+        event_id: r.get(2)?,
+        body: r.get(3)?,
+        attempts: r.get(4)?,
+        first_failed_at: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        pod_id: r.get(7)?,
+        send_to: r.get(8)?,
+        accept: r.get(9)?,
+    })
+}
+
 const MIGRATION_COLUMNS: &str = "id, pod_id, source_node, target_node, status, progress, copied, total, cursor, error, started_at, updated_at, finished_at, fenced_at";
 
 fn migration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(MigrationRecord, String)> {
@@ -1134,30 +1152,30 @@ impl MetadataStore for SqliteStore {
     async fn webhook_heads(&self, limit: u32) -> DbResult<Vec<WebhookItem>> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at,
-                        q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept
-                 FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
-                 WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
-                 ORDER BY q.next_attempt_at LIMIT ?1",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                     WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
+                     ORDER BY q.next_attempt_at LIMIT ?1"
+                ))
                 .map_err(err)?;
-            stmt.query_map([limit], |r| {
-                Ok(WebhookItem {
-                    id: r.get(0)?,
-                    channel_id: r.get(1)?,
-                    event_id: r.get(2)?,
-                    body: r.get(3)?,
-                    attempts: r.get(4)?,
-                    first_failed_at: r.get(5)?,
-                    next_attempt_at: r.get(6)?,
-                    pod_id: r.get(7)?,
-                    send_to: r.get(8)?,
-                    accept: r.get(9)?,
-                })
-            })
+            stmt.query_map([limit], webhook_row)
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn webhook_next(&self, channel_id: &str) -> DbResult<Option<WebhookItem>> {
+        let channel = channel_id.to_string();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                 WHERE q.channel_id = ?1 ORDER BY q.id LIMIT 1"
+            ))
             .map_err(err)?
-            .collect::<Result<_, _>>()
+            .query_row([&channel], webhook_row)
+            .optional()
             .map_err(err)
         })
         .await

@@ -281,10 +281,7 @@ async fn drain(app: &App, client: &reqwest::Client, mut item: WebhookItem) {
             }
         }
         // The next one of the same channel, if it is queued already.
-        let next = match app.db.webhook_heads(1000).await {
-            Ok(heads) => heads.into_iter().find(|h| h.channel_id == item.channel_id),
-            Err(_) => None,
-        };
+        let next = app.db.webhook_next(&item.channel_id).await.ok().flatten();
         match next {
             Some(n) if n.next_attempt_at <= now_ms() => item = n,
             _ => return,
