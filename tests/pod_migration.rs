@@ -523,9 +523,10 @@ async fn a_killed_driver_resumes_the_migration() {
     c.nodes[1].server = Server::start("127.0.0.2", &borrowed(&c.nodes[1].env), &dir);
     let done = wait_ended(&c, 2, "crash", Duration::from_secs(120)).await;
     assert_eq!(done["status"], "done", "{done}");
+    let log = c.nodes[1].server.log_text();
     assert!(
-        c.nodes[1].server.log_text().contains("driving migration"),
-        "the restarted node took the migration up again"
+        log.contains("driving migration") && log.contains("resuming the copy where it stopped"),
+        "the restarted node took the copy up again from its cursor"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (acked, _) = writer.stop().await;

@@ -364,6 +364,13 @@ async fn copy_all(
     let db_err = |e: DbError| format!("metadata store: {e}");
     let mut cursor = m.cursor.clone();
     let mut copied = m.copied;
+    if cursor.is_some() {
+        tracing::info!(
+            migration = m.id,
+            copied,
+            "resuming the copy where it stopped"
+        );
+    }
     let total = app.db.pod_blob_count(&m.pod_id).await.map_err(db_err)?;
     let mut current = progress(
         app,
