@@ -529,6 +529,45 @@ async fn a_pod_goes_to_css_and_comes_back_the_same() {
         bytes, b"hello, CSS\n",
         "the changed resource was not copied again"
     );
+
+    // Errors that say what is wrong: a container only its owner may use,
+    // a pod that does not exist, a URL that is not a container's.
+    let locked = format!("{}locked/", css.base());
+    put(&locked, "text/turtle", Vec::new()).await;
+    put(
+        &format!("{locked}.acl"),
+        "text/turtle",
+        b"@prefix acl: <http://www.w3.org/ns/auth/acl#>.\n\
+          <#owner> a acl:Authorization; acl:agent <https://someone.example/profile#me>;\n\
+          acl:accessTo <./>; acl:default <./>; acl:mode acl:Read, acl:Write, acl:Control."
+            .to_vec(),
+    )
+    .await;
+    let locked_state = dir.path().join("locked.state");
+    let out = node.cli(&[
+        "pods",
+        "export",
+        "alice",
+        "--to",
+        &locked,
+        "--state",
+        locked_state.to_str().unwrap(),
+    ]);
+    support::assert_one_line_error(
+        &out,
+        1,
+        "requires authentication; client credentials arrive with issue 9",
+    );
+    let out = node.cli(&["pods", "export", "nobody", "--to", &copy]);
+    support::assert_one_line_error(&out, 1, "there is no pod nobody");
+    let out = node.cli(&[
+        "pods",
+        "export",
+        "alice",
+        "--to",
+        "http://localhost:9/no-slash",
+    ]);
+    support::assert_one_line_error(&out, 1, "is not a container URL");
     drop(node);
     drop(css);
 }
