@@ -57,6 +57,8 @@ pub struct App {
     pub proxy: reqwest::Client,
     /// Serialises PATCHes of one resource on this node.
     pub patch_locks: crate::ldp::locks::Stripes,
+    /// Drives the pod migrations addressed to this node.
+    pub migrations: crate::cluster::migration::Driver,
 }
 
 /// Makes sure the root file path exists and is writable, before anything is put there.
@@ -169,6 +171,7 @@ impl App {
             notify: Default::default(),
             proxy: crate::http::proxy::client(),
             patch_locks: Default::default(),
+            migrations: Default::default(),
         })
     }
 }

@@ -188,6 +188,18 @@ pub enum PodsCommand {
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
     },
+    /// Move a pod to another node of the cluster while it stays in use;
+    /// shows the progress and exits non-zero if the migration fails
+    Migrate {
+        /// The pod's name
+        pod: String,
+        /// The node id to move it to (`xpod nodes list` shows them)
+        #[arg(long = "to")]
+        to: String,
+        /// Start the migration and return without waiting for it
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -746,6 +758,101 @@ fn pods(config: &Config, command: PodsCommand) -> Result<ExitCode, Failure> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            PodsCommand::Migrate { pod, to, no_wait } => migrate(config, &pod, &to, no_wait).await,
         }
     })
+}
+
+/// Starts a migration and follows it with a progress bar until it ends.
+async fn migrate(config: &Config, pod: &str, to: &str, no_wait: bool) -> Result<ExitCode, Failure> {
+    let (status, json) = admin_call(
+        config,
+        reqwest::Method::POST,
+        &format!("/.cluster/pods/{pod}/migrate"),
+        Some(serde_json::json!({ "targetNode": to })),
+    )
+    .await?;
+    if status != reqwest::StatusCode::ACCEPTED {
+        return Err(Failure::Other(format!(
+            "cannot migrate pod {pod}: {}",
+            json["error"].as_str().unwrap_or(status.as_str())
+        )));
+    }
+    if no_wait {
+        println!(
+            "migration of pod {pod} to node {to} started; follow it at GET /.cluster/pods/{pod}/migration"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = json["id"].as_i64();
+    let bar = indicatif::ProgressBar::new(100);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg:<28} [{bar:40}] {pos:>3}% ({elapsed})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let path = format!("/.cluster/pods/{pod}/migration");
+    let mut unreachable_since: Option<std::time::Instant> = None;
+    loop {
+        let (m, s) = match admin_call(config, reqwest::Method::GET, &path, None).await {
+            Ok((status, json)) if status.is_success() => {
+                unreachable_since = None;
+                (
+                    json.clone(),
+                    json["status"].as_str().unwrap_or("?").to_string(),
+                )
+            }
+            Ok((status, json)) => {
+                bar.abandon();
+                return Err(Failure::Other(format!(
+                    "cannot follow the migration: {}",
+                    json["error"].as_str().unwrap_or(status.as_str())
+                )));
+            }
+            Err(e) => {
+                // The local node may be restarting; the migration goes on.
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(60) {
+                    bar.abandon();
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if id.is_some() && m["id"].as_i64() != id {
+            bar.abandon();
+            return Err(Failure::Other(
+                "another migration of this pod replaced ours".into(),
+            ));
+        }
+        bar.set_position(m["progress"].as_u64().unwrap_or(0));
+        bar.set_message(format!(
+            "{s} {}/{}",
+            m["copied"].as_i64().unwrap_or(0),
+            m["total"].as_i64().unwrap_or(0)
+        ));
+        match s.as_str() {
+            "done" => {
+                bar.finish_with_message("done");
+                println!(
+                    "pod {pod} moved to node {to} (writes waited {} ms)",
+                    m["fenceMs"].as_i64().unwrap_or(0)
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            "failed" | "cancelled" => {
+                bar.abandon_with_message(s.clone());
+                return Err(Failure::Other(format!(
+                    "the migration of pod {pod} {s}: {}; the pod stays on node {}",
+                    m["error"].as_str().unwrap_or("no reason given"),
+                    m["sourceNode"].as_str().unwrap_or("?")
+                )));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }

@@ -176,6 +176,149 @@ async fn contract(db: Db) {
     resources(&db).await;
     followers(&db).await;
     subscriptions(&db).await;
+    moves(&db).await;
+}
+
+/// A pod's move to another node and storage: progress, the fence, the
+/// switch of owner and blob references, failure and cancellation.
+async fn moves(db: &Db) {
+    const H3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+    const H4: &str = "4444444444444444444444444444444444444444444444444444444444444444";
+    db.pod_create(&pod("dora", "a")).await.unwrap();
+    let write = |path: &str, hash: &str, node: &str| PutRequest {
+        pod_id: "dora".into(),
+        writer_node: node.into(),
+        ..put(path, Some(hash))
+    };
+    for (path, hash) in [("/x", H3), ("/y", H3), ("/d/z", H4), ("/s", H1)] {
+        db.resource_put(&write(path, hash, "a")).await.unwrap();
+    }
+    assert_eq!(db.pod_blob_count("dora").await.unwrap(), 3);
+    assert_eq!(
+        db.pod_blobs("dora", None, 1).await.unwrap(),
+        vec![(H1.to_string(), 5)]
+    );
+    assert_eq!(
+        db.pod_blobs("dora", Some(H1), 10).await.unwrap(),
+        vec![(H3.to_string(), 5), (H4.to_string(), 5)],
+        "pages go on after the cursor"
+    );
+    let mut missing = db.pod_blobs_missing("dora", "s-2", 10).await.unwrap();
+    missing.sort();
+    assert_eq!(
+        missing,
+        vec![H1.to_string(), H3.to_string(), H4.to_string()]
+    );
+
+    let m = db.migration_start("dora", "a", "b").await.unwrap();
+    let m = db
+        .migration_progress(m.id, MigrationStatus::Copying, 1, 2, Some(H3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (m.status, m.progress, m.cursor.as_deref()),
+        (MigrationStatus::Copying, 50, Some(H3))
+    );
+    // Fenced: writes and deletes wait; cancelling is too late.
+    let f = db.migration_fence(m.id).await.unwrap();
+    assert_eq!(f.status, MigrationStatus::Switching);
+    assert!(f.fenced_at.is_some());
+    assert_eq!(
+        db.migration_fence(m.id).await.unwrap().id,
+        m.id,
+        "idempotent"
+    );
+    assert!(matches!(
+        db.resource_put(&write("/w", H3, "a")).await,
+        Err(DbError::Fenced)
+    ));
+    assert!(matches!(
+        db.resource_delete("dora", "/x", &Condition::default(), "a")
+            .await,
+        Err(DbError::Fenced)
+    ));
+    assert!(matches!(
+        db.migration_cancel("dora").await,
+        Err(DbError::Conflict(_))
+    ));
+    let still = db
+        .migration_progress(m.id, MigrationStatus::Copying, 2, 2, None)
+        .await
+        .unwrap();
+    assert_eq!(still.status, MigrationStatus::Switching, "no going back");
+    // The switch refuses while the target storage lacks a hash.
+    db.blob_orphan("s-2", H1, 5).await.unwrap();
+    db.blob_orphan("s-2", H3, 5).await.unwrap();
+    assert_eq!(
+        db.migration_switch(m.id, "s-2").await.unwrap(),
+        Err(vec![H4.to_string()])
+    );
+    assert_eq!(db.pod_get("dora").await.unwrap().unwrap().node_id, "a");
+    db.blob_orphan("s-2", H4, 5).await.unwrap();
+    let done = db.migration_switch(m.id, "s-2").await.unwrap().unwrap();
+    assert_eq!((done.status, done.progress), (MigrationStatus::Done, 100));
+    assert!(done.finished_at.is_some());
+    let moved = db.pod_get("dora").await.unwrap().unwrap();
+    assert_eq!(
+        (moved.node_id.as_str(), moved.storage_id.as_str()),
+        ("b", "s-2")
+    );
+    // References moved: the target's rows count the pod's documents, the
+    // source's are released for the collector.
+    let target = db.blob_get("s-2", H3).await.unwrap().unwrap();
+    assert_eq!((target.refcount, target.zero_since), (2, None));
+    assert_eq!(db.blob_get("s-2", H4).await.unwrap().unwrap().refcount, 1);
+    let source = db.blob_get("s-1", H4).await.unwrap().unwrap();
+    assert_eq!(source.refcount, 0);
+    assert!(source.zero_since.is_some());
+    assert!(
+        db.blob_get("s-1", H1).await.unwrap().unwrap().refcount > 0,
+        "bytes another pod shares stay referenced"
+    );
+    // The new owner writes; the old one is refused.
+    db.resource_put(&write("/after", H4, "b")).await.unwrap();
+    assert!(matches!(
+        db.resource_put(&write("/late", H4, "a")).await,
+        Err(DbError::NotOwner(owner)) if owner == "b"
+    ));
+    let events = db.events_after(0, 100_000).await.unwrap();
+    let mine: Vec<_> = events.iter().filter(|e| e.pod_id == "dora").collect();
+    assert!(mine.iter().any(|e| e.kind == "owner"));
+    let last = mine.iter().rev().find(|e| e.kind == "migration").unwrap();
+    let detail: serde_json::Value = serde_json::from_str(last.detail.as_deref().unwrap()).unwrap();
+    assert_eq!(detail["status"], "done");
+    assert_eq!(detail["targetNode"], "b");
+
+    // A failed migration lifts its fence; the pod stays where it was.
+    let m = db.migration_start("dora", "b", "a").await.unwrap();
+    db.migration_fence(m.id).await.unwrap();
+    let failed = db
+        .migration_fail(m.id, MigrationStatus::Failed, "target unreachable")
+        .await
+        .unwrap();
+    assert_eq!(failed.status, MigrationStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("target unreachable"));
+    db.resource_put(&write("/after", H3, "b")).await.unwrap();
+    assert_eq!(db.pod_get("dora").await.unwrap().unwrap().node_id, "b");
+
+    // Cancelled before the fence: the fence is then refused.
+    let m = db.migration_start("dora", "b", "a").await.unwrap();
+    let cancelled = db.migration_cancel("dora").await.unwrap();
+    assert_eq!(cancelled.status, MigrationStatus::Cancelled);
+    assert!(matches!(
+        db.migration_cancel("dora").await,
+        Err(DbError::NotFound)
+    ));
+    assert!(matches!(
+        db.migration_fence(m.id).await,
+        Err(DbError::Conflict(_))
+    ));
+    let latest = db.migration_latest("dora").await.unwrap().unwrap();
+    assert_eq!(
+        (latest.id, latest.status),
+        (m.id, MigrationStatus::Cancelled)
+    );
+    assert_eq!(db.migration_latest("nobody").await.unwrap(), None);
 }
 
 /// Outbox followers: positions, owner events, cursors and pruning.
@@ -276,6 +419,39 @@ async fn subscriptions(db: &Db) {
         db.subscriptions_of_type("webhook").await.unwrap(),
         vec![hook.clone()]
     );
+    // The webhook queue: once per channel and event, oldest first.
+    let queued = db
+        .webhook_enqueue(
+            &[
+                ("hook-1".into(), 10, "first".into()),
+                ("hook-1".into(), 11, "second".into()),
+                ("hook-1".into(), 10, "again".into()),
+            ],
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued, 2, "an event is queued once per channel");
+    let heads = db.webhook_heads(10).await.unwrap();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(
+        (heads[0].body.as_str(), heads[0].send_to.as_str()),
+        ("first", "http://127.0.0.1:9/hook")
+    );
+    let next = db.webhook_next("hook-1").await.unwrap().unwrap();
+    assert_eq!(next.id, heads[0].id);
+    db.webhook_retry(next.id, 1, 5, 99).await.unwrap();
+    let next = db.webhook_next("hook-1").await.unwrap().unwrap();
+    assert_eq!(
+        (next.attempts, next.first_failed_at, next.next_attempt_at),
+        (1, Some(5), 99)
+    );
+    db.webhook_delivered(next.id).await.unwrap();
+    assert_eq!(
+        db.webhook_next("hook-1").await.unwrap().unwrap().body,
+        "second"
+    );
+    assert_eq!(db.webhook_next("nope").await.unwrap(), None);
     assert!(db.subscription_delete("hook-1").await.unwrap());
     assert!(!db.subscription_delete("hook-1").await.unwrap());
     assert!(

@@ -51,8 +51,8 @@ pub fn spawn(db: Db, name: String, handler: Handler) {
 }
 
 /// Like [`spawn`], for a handler whose work must be done before the cursor
-/// moves on.
-pub fn spawn_async(db: Db, name: String, handler: AsyncHandler) {
+/// moves on. Runs until the process ends or the task is aborted.
+pub fn spawn_async(db: Db, name: String, handler: AsyncHandler) -> tokio::task::JoinHandle<()> {
     let waker = db.event_waker();
     tokio::spawn(async move {
         let mut cursor = loop {
@@ -109,5 +109,5 @@ pub fn spawn_async(db: Db, name: String, handler: AsyncHandler) {
                 None => tokio::time::sleep(POLL).await,
             }
         }
-    });
+    })
 }

@@ -3,6 +3,7 @@
 
 pub mod follower;
 pub mod join;
+pub mod migration;
 pub mod placement;
 pub mod registry;
 pub mod secret;

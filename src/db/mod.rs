@@ -32,6 +32,9 @@ pub enum DbError {
     /// The writing node does not own the pod (any more).
     #[error("pod is owned by node {0}")]
     NotOwner(String),
+    /// The pod is being switched to another node: writes wait, then retry.
+    #[error("pod is switching to another node")]
+    Fenced,
     #[error("database error: {0}")]
     Other(String),
 }
@@ -143,6 +146,8 @@ pub struct MigrationRecord {
     pub started_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    /// When the switch fenced the pod's writes.
+    pub fenced_at: Option<i64>,
 }
 
 /// The metadata store. Every method is one transaction.
@@ -201,6 +206,68 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn migration_active(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>>;
     /// Every active migration, of every pod (for listings).
     async fn migrations_active(&self) -> DbResult<Vec<MigrationRecord>>;
+    /// The pod's newest migration, active or finished.
+    async fn migration_latest(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>>;
+    /// Records a running migration's phase and progress (and the copier's
+    /// cursor, if given). A migration that is no longer pending, syncing or
+    /// copying (cancelled, switching, finished) is left as it is; either
+    /// way the current row is returned. A new phase or percentage is
+    /// written to the outbox as a `migration` event.
+    async fn migration_progress(
+        &self,
+        id: i64,
+        status: MigrationStatus,
+        copied: i64,
+        total: i64,
+        cursor: Option<&str>,
+    ) -> DbResult<MigrationRecord>;
+    /// Cancels the pod's active migration. `NotFound` without one;
+    /// `Conflict` once it is switching.
+    async fn migration_cancel(&self, pod_id: &str) -> DbResult<MigrationRecord>;
+    /// The distinct content hashes (with sizes) the pod's resources
+    /// reference, in hash order after `after`, at most `limit`.
+    async fn pod_blobs(
+        &self,
+        pod_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> DbResult<Vec<(String, i64)>>;
+    /// Content hashes the pod references that `storage_id` has no `blobs`
+    /// row for (at most `limit`).
+    async fn pod_blobs_missing(
+        &self,
+        pod_id: &str,
+        storage_id: &str,
+        limit: u32,
+    ) -> DbResult<Vec<String>>;
+    /// How many distinct content hashes the pod references.
+    async fn pod_blob_count(&self, pod_id: &str) -> DbResult<i64>;
+    /// Moves a migration to `switching` and fences the pod: the pod row's
+    /// lock waits for writes in flight, and later writes fail with
+    /// `Fenced` until the switch or [`Self::migration_fail`] lifts it.
+    /// Idempotent while switching; `Conflict` if the migration ended or the
+    /// source no longer owns the pod.
+    async fn migration_fence(&self, id: i64) -> DbResult<MigrationRecord>;
+    /// Switches a fenced pod to the target node and its storage, in one
+    /// transaction: the target storage's `blobs` rows take the pod's
+    /// references and the source's give them up (the collector takes the
+    /// source's bytes after its grace period unless other pods use them);
+    /// the owner changes, the fence is lifted, and `owner` and `migration`
+    /// events are written. `Ok(Err(hashes))`: the target storage has no
+    /// row for these hashes yet, and nothing changed.
+    async fn migration_switch(
+        &self,
+        id: i64,
+        target_storage: &str,
+    ) -> DbResult<Result<MigrationRecord, Vec<String>>>;
+    /// Ends an active migration as `failed` or `cancelled` with `error`,
+    /// lifting its fence: the pod stays, whole, on its source.
+    async fn migration_fail(
+        &self,
+        id: i64,
+        status: MigrationStatus,
+        error: &str,
+    ) -> DbResult<MigrationRecord>;
 
     /// Creates a pod with its root container, in one transaction;
     /// `Conflict` if the name or base URL is taken.
@@ -301,6 +368,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The oldest queued notification of each channel, with the channel's
     /// pod and target.
     async fn webhook_heads(&self, limit: u32) -> DbResult<Vec<WebhookItem>>;
+    /// The oldest queued notification of one channel.
+    async fn webhook_next(&self, channel_id: &str) -> DbResult<Option<WebhookItem>>;
     /// Removes a delivered notification.
     async fn webhook_delivered(&self, id: i64) -> DbResult<()>;
     /// Records a failed attempt and when to try again.
@@ -465,6 +534,8 @@ pub struct EventRecord {
     pub etag: Option<String>,
     /// When the change committed, Unix milliseconds.
     pub created_at: i64,
+    /// For `migration` events: the migration's state, as JSON.
+    pub detail: Option<String>,
 }
 
 /// A queued webhook notification (`webhook_queue`) and where it goes.
@@ -519,6 +590,30 @@ pub struct BlobRecord {
     pub size: i64,
     pub refcount: i64,
     pub zero_since: Option<i64>,
+}
+
+/// A migration's completion in percent.
+pub fn progress_percent(copied: i64, total: i64) -> i32 {
+    if total <= 0 {
+        0
+    } else {
+        (copied.clamp(0, total) * 100 / total) as i32
+    }
+}
+
+/// What a `migration` event carries: the migration's state as JSON.
+pub fn migration_detail(m: &MigrationRecord) -> String {
+    serde_json::json!({
+        "migration": m.id,
+        "status": m.status.as_str(),
+        "sourceNode": m.source_node,
+        "targetNode": m.target_node,
+        "progress": m.progress,
+        "copied": m.copied,
+        "total": m.total,
+        "error": m.error,
+    })
+    .to_string()
 }
 
 /// The parent container of a path (`/a/b` → `/a/`, `/a/` → `/`), `None` for `/`.

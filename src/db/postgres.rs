@@ -26,6 +26,7 @@ fn event_row(r: &tokio_postgres::Row) -> EventRecord {
         etag: r.get(5),
         xid: r.get(6),
         created_at: r.get(7),
+        detail: r.get(8),
     }
 }
 
@@ -298,7 +299,25 @@ fn pod_row(r: &Row) -> PodRecord {
     }
 }
 
-const MIGRATION_COLUMNS: &str = "id, pod_id, source_node, target_node, status, progress, copied, total, cursor, error, started_at, updated_at, finished_at";
+const WEBHOOK_COLUMNS: &str = "q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at, \
+     q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept";
+
+fn webhook_row(r: &Row) -> WebhookItem {
+    WebhookItem {
+        id: r.get(0),
+        channel_id: r.get(1),
+        event_id: r.get(2),
+        body: r.get(3),
+        attempts: r.get(4),
+        first_failed_at: r.get(5),
+        next_attempt_at: r.get(6),
+        pod_id: r.get(7),
+        send_to: r.get(8),
+        accept: r.get(9),
+    }
+}
+
+const MIGRATION_COLUMNS: &str = "id, pod_id, source_node, target_node, status, progress, copied, total, cursor, error, started_at, updated_at, finished_at, fenced_at";
 
 fn migration_row(r: &Row) -> DbResult<MigrationRecord> {
     Ok(MigrationRecord {
@@ -315,6 +334,7 @@ fn migration_row(r: &Row) -> DbResult<MigrationRecord> {
         started_at: r.get(10),
         updated_at: r.get(11),
         finished_at: r.get(12),
+        fenced_at: r.get(13),
     })
 }
 
@@ -559,8 +579,11 @@ impl MetadataStore for PostgresStore {
                 }
                 other => other,
             })?;
+        let m = migration_row(&row)?;
+        // Wakes the target node, which drives it.
+        migration_event(&tx, &m).await?;
         tx.commit().await.map_err(err)?;
-        migration_row(&row)
+        Ok(m)
     }
 
     async fn migration_set_status(
@@ -617,6 +640,389 @@ impl MetadataStore for PostgresStore {
             .await
             .map_err(err)?;
         rows.iter().map(migration_row).collect()
+    }
+
+    async fn migration_latest(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {MIGRATION_COLUMNS} FROM migrations WHERE pod_id = $1 ORDER BY id DESC LIMIT 1"
+                ),
+                &[&pod_id],
+            )
+            .await
+            .map_err(err)?;
+        row.as_ref().map(migration_row).transpose()
+    }
+
+    async fn migration_progress(
+        &self,
+        id: i64,
+        status: MigrationStatus,
+        copied: i64,
+        total: i64,
+        cursor: Option<&str>,
+    ) -> DbResult<MigrationRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let before = tx
+            .query_opt(
+                &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await
+            .map_err(err)?
+            .ok_or(DbError::NotFound)?;
+        let before = migration_row(&before)?;
+        // A cancelled (or switching, or finished) migration is not moved back.
+        if !matches!(
+            before.status,
+            MigrationStatus::Pending | MigrationStatus::Syncing | MigrationStatus::Copying
+        ) {
+            return Ok(before);
+        }
+        let progress = progress_percent(copied, total);
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE migrations SET status = $2, copied = $3, total = $4, progress = $5,
+                       cursor = COALESCE($6, cursor), updated_at = $7
+                     WHERE id = $1 RETURNING {MIGRATION_COLUMNS}"
+                ),
+                &[
+                    &id,
+                    &status.as_str(),
+                    &copied,
+                    &total,
+                    &progress,
+                    &cursor,
+                    &now_ms(),
+                ],
+            )
+            .await
+            .map_err(err)?;
+        let after = migration_row(&row)?;
+        if after.status != before.status || after.progress != before.progress {
+            migration_event(&tx, &after).await?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(after)
+    }
+
+    async fn migration_cancel(&self, pod_id: &str) -> DbResult<MigrationRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT {MIGRATION_COLUMNS} FROM migrations WHERE pod_id = $1
+                     AND status IN ('pending', 'copying', 'syncing', 'switching') FOR UPDATE"
+                ),
+                &[&pod_id],
+            )
+            .await
+            .map_err(err)?
+            .ok_or(DbError::NotFound)?;
+        let m = migration_row(&row)?;
+        if m.status == MigrationStatus::Switching {
+            return Err(DbError::Conflict(format!(
+                "the migration of pod {pod_id} is already switching owners and can no longer be cancelled"
+            )));
+        }
+        let now = now_ms();
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE migrations SET status = 'cancelled', error = 'cancelled by an administrator',
+                       updated_at = $2, finished_at = $2 WHERE id = $1 RETURNING {MIGRATION_COLUMNS}"
+                ),
+                &[&m.id, &now],
+            )
+            .await
+            .map_err(err)?;
+        let m = migration_row(&row)?;
+        migration_event(&tx, &m).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(m)
+    }
+
+    async fn pod_blobs(
+        &self,
+        pod_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> DbResult<Vec<(String, i64)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT content_hash, max(size) FROM resources
+                 WHERE pod_id = $1 AND content_hash IS NOT NULL AND content_hash COLLATE \"C\" > $2
+                 GROUP BY content_hash ORDER BY content_hash COLLATE \"C\" LIMIT $3",
+                &[&pod_id, &after.unwrap_or(""), &(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn pod_blob_count(&self, pod_id: &str) -> DbResult<i64> {
+        Ok(self
+            .client()
+            .await?
+            .query_one(
+                "SELECT count(DISTINCT content_hash) FROM resources WHERE pod_id = $1",
+                &[&pod_id],
+            )
+            .await
+            .map_err(err)?
+            .get(0))
+    }
+
+    async fn pod_blobs_missing(
+        &self,
+        pod_id: &str,
+        storage_id: &str,
+        limit: u32,
+    ) -> DbResult<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT DISTINCT r.content_hash FROM resources r
+                 WHERE r.pod_id = $1 AND r.content_hash IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM blobs b WHERE b.storage_id = $2 AND b.hash = r.content_hash)
+                 LIMIT $3",
+                &[&pod_id, &storage_id, &(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn migration_fence(&self, id: i64) -> DbResult<MigrationRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await
+            .map_err(err)?
+            .ok_or(DbError::NotFound)?;
+        let m = migration_row(&row)?;
+        if m.status == MigrationStatus::Switching {
+            return Ok(m);
+        }
+        if !m.status.is_active() {
+            return Err(DbError::Conflict(format!(
+                "the migration is {}",
+                m.status.as_str()
+            )));
+        }
+        // This row lock waits for writes in flight (they hold FOR SHARE);
+        // writes that come later see the fence.
+        let n = tx
+            .execute(
+                "UPDATE pods SET fence = $2 WHERE pod_id = $1 AND node_id = $3",
+                &[&m.pod_id, &id, &m.source_node],
+            )
+            .await
+            .map_err(err)?;
+        if n == 0 {
+            return Err(DbError::Conflict(format!(
+                "pod {} is no longer owned by node {}",
+                m.pod_id, m.source_node
+            )));
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE migrations SET status = 'switching', updated_at = $2, fenced_at = $2
+                     WHERE id = $1 RETURNING {MIGRATION_COLUMNS}"
+                ),
+                &[&id, &now_ms()],
+            )
+            .await
+            .map_err(err)?;
+        let m = migration_row(&row)?;
+        migration_event(&tx, &m).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(m)
+    }
+
+    async fn migration_switch(
+        &self,
+        id: i64,
+        target_storage: &str,
+    ) -> DbResult<Result<MigrationRecord, Vec<String>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await
+            .map_err(err)?
+            .ok_or(DbError::NotFound)?;
+        let m = migration_row(&row)?;
+        if m.status != MigrationStatus::Switching {
+            return Err(DbError::Conflict(format!(
+                "the migration is {}, not switching",
+                m.status.as_str()
+            )));
+        }
+        let pod = tx
+            .query_opt(
+                "SELECT node_id, storage_id, fence FROM pods WHERE pod_id = $1 FOR UPDATE",
+                &[&m.pod_id],
+            )
+            .await
+            .map_err(err)?
+            .ok_or(DbError::NotFound)?;
+        let (owner, source_storage, fence): (String, String, Option<i64>) =
+            (pod.get(0), pod.get(1), pod.get(2));
+        if owner != m.source_node || fence != Some(id) {
+            return Err(DbError::Conflict(format!(
+                "pod {} changed hands during the migration (owner {owner})",
+                m.pod_id
+            )));
+        }
+        if source_storage != target_storage {
+            // The target's copies must all be recorded; their rows stay
+            // locked from here to the commit, so the collector cannot take them.
+            let refs = "SELECT content_hash AS hash, count(*) AS n FROM resources
+                        WHERE pod_id = $1 AND content_hash IS NOT NULL GROUP BY content_hash";
+            let missing: Vec<String> = tx
+                .query(
+                    &format!(
+                        "SELECT r.hash FROM ({refs}) r WHERE NOT EXISTS (
+                           SELECT 1 FROM blobs b WHERE b.storage_id = $2 AND b.hash = r.hash)"
+                    ),
+                    &[&m.pod_id, &target_storage],
+                )
+                .await
+                .map_err(err)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !missing.is_empty() {
+                return Ok(Err(missing));
+            }
+            let now = now_ms();
+            let wanted: i64 = tx
+                .query_one(
+                    "SELECT count(DISTINCT content_hash) FROM resources WHERE pod_id = $1",
+                    &[&m.pod_id],
+                )
+                .await
+                .map_err(err)?
+                .get(0);
+            let taken = tx
+                .execute(
+                    &format!(
+                        "UPDATE blobs b SET refcount = b.refcount + r.n, zero_since = NULL
+                         FROM ({refs}) r WHERE b.storage_id = $2 AND b.hash = r.hash"
+                    ),
+                    &[&m.pod_id, &target_storage],
+                )
+                .await
+                .map_err(err)?;
+            if (taken as i64) < wanted {
+                // The collector removed a copy between the check and the
+                // update (it held the row lock): nothing is committed; the
+                // next round finds the copy missing and fetches it again.
+                return Err(DbError::Unavailable(
+                    "a copied blob was collected during the switch".into(),
+                ));
+            }
+            // The source's copies become unreferenced unless other pods use
+            // them; the collector removes them after its grace period.
+            tx.execute(
+                &format!(
+                    "UPDATE blobs b SET refcount = b.refcount - r.n,
+                       zero_since = CASE WHEN b.refcount - r.n = 0 THEN $3::BIGINT ELSE NULL END
+                     FROM ({refs}) r WHERE b.storage_id = $2 AND b.hash = r.hash"
+                ),
+                &[&m.pod_id, &source_storage, &now],
+            )
+            .await
+            .map_err(err)?;
+        }
+        tx.execute(
+            "UPDATE pods SET node_id = $2, storage_id = $3, fence = NULL WHERE pod_id = $1",
+            &[&m.pod_id, &m.target_node, &target_storage],
+        )
+        .await
+        .map_err(err)?;
+        tx.execute(
+            "INSERT INTO events (pod_id, path, kind, version, created_at) VALUES ($1, '/', 'owner', 0, $2)",
+            &[&m.pod_id, &now_ms()],
+        )
+        .await
+        .map_err(err)?;
+        let now = now_ms();
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE migrations SET status = 'done', progress = 100, updated_at = $2,
+                       finished_at = $2 WHERE id = $1 RETURNING {MIGRATION_COLUMNS}"
+                ),
+                &[&id, &now],
+            )
+            .await
+            .map_err(err)?;
+        let m = migration_row(&row)?;
+        migration_event(&tx, &m).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(Ok(m))
+    }
+
+    async fn migration_fail(
+        &self,
+        id: i64,
+        status: MigrationStatus,
+        error: &str,
+    ) -> DbResult<MigrationRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await
+            .map_err(err)?
+            .ok_or(DbError::NotFound)?;
+        let m = migration_row(&row)?;
+        if !m.status.is_active() {
+            return Ok(m);
+        }
+        tx.execute(
+            "UPDATE pods SET fence = NULL WHERE pod_id = $1 AND fence = $2",
+            &[&m.pod_id, &id],
+        )
+        .await
+        .map_err(err)?;
+        let now = now_ms();
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE migrations SET status = $2, error = $3, updated_at = $4, finished_at = $4
+                     WHERE id = $1 RETURNING {MIGRATION_COLUMNS}"
+                ),
+                &[&id, &status.as_str(), &error, &now],
+            )
+            .await
+            .map_err(err)?;
+        let m = migration_row(&row)?;
+        migration_event(&tx, &m).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(m)
     }
 
     async fn pod_create(&self, pod: &PodRecord) -> DbResult<ResourceRecord> {
@@ -711,7 +1117,7 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT id, pod_id, path, kind, version, etag, xid::text, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+                "SELECT id, pod_id, path, kind, version, etag, xid::text, created_at, detail FROM events WHERE id > $1 ORDER BY id LIMIT $2",
                 &[&after_id, &(limit as i64)],
             )
             .await
@@ -728,7 +1134,7 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT id, pod_id, path, kind, version, etag, xid::text, created_at FROM events
+                "SELECT id, pod_id, path, kind, version, etag, xid::text, created_at, detail FROM events
                  WHERE (xid, id) > ($1::text::xid8, $2)
                    AND xid < pg_snapshot_xmin(pg_current_snapshot())
                  ORDER BY xid, id LIMIT $3",
@@ -870,30 +1276,32 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at,
-                        q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept
-                 FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
-                 WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
-                 ORDER BY q.next_attempt_at LIMIT $1",
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                     WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
+                     ORDER BY q.next_attempt_at LIMIT $1"
+                ),
                 &[&(limit as i64)],
             )
             .await
             .map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| WebhookItem {
-                id: r.get(0),
-                channel_id: r.get(1),
-                event_id: r.get(2),
-                body: r.get(3),
-                attempts: r.get(4),
-                first_failed_at: r.get(5),
-                next_attempt_at: r.get(6),
-                pod_id: r.get(7),
-                send_to: r.get(8),
-                accept: r.get(9),
-            })
-            .collect())
+        Ok(rows.iter().map(webhook_row).collect())
+    }
+
+    async fn webhook_next(&self, channel_id: &str) -> DbResult<Option<WebhookItem>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                     WHERE q.channel_id = $1 ORDER BY q.id LIMIT 1"
+                ),
+                &[&channel_id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(webhook_row))
     }
 
     async fn webhook_delivered(&self, id: i64) -> DbResult<()> {
@@ -1337,11 +1745,23 @@ async fn blob_ref(
     Ok(())
 }
 
+/// Records a migration's new state in the outbox.
+async fn migration_event(tx: &Tx<'_>, m: &MigrationRecord) -> DbResult<()> {
+    tx.execute(
+        "INSERT INTO events (pod_id, path, kind, version, created_at, detail)
+         VALUES ($1, '/', 'migration', 0, $2, $3)",
+        &[&m.pod_id, &now_ms(), &super::migration_detail(m)],
+    )
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
 /// Locks the pod row against ownership changes (invariant 3) and checks the owner.
 async fn check_owner(tx: &Tx<'_>, pod: &str, writer: &str) -> Result<String, TxError> {
     let row = tx
         .query_opt(
-            "SELECT node_id, storage_id FROM pods WHERE pod_id = $1 FOR SHARE",
+            "SELECT node_id, storage_id, fence FROM pods WHERE pod_id = $1 FOR SHARE",
             &[&pod],
         )
         .await?;
@@ -1351,6 +1771,9 @@ async fn check_owner(tx: &Tx<'_>, pod: &str, writer: &str) -> Result<String, TxE
             let owner: String = r.get(0);
             if owner != writer {
                 return Err(DbError::NotOwner(owner).into());
+            }
+            if r.get::<_, Option<i64>>(2).is_some() {
+                return Err(DbError::Fenced.into());
             }
             Ok(r.get(1))
         }

@@ -219,7 +219,25 @@ fn pod_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PodRecord> {
     })
 }
 
-const MIGRATION_COLUMNS: &str = "id, pod_id, source_node, target_node, status, progress, copied, total, cursor, error, started_at, updated_at, finished_at";
+const WEBHOOK_COLUMNS: &str = "q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at, \
+     q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept";
+
+fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookItem> {
+    Ok(WebhookItem {
+        id: r.get(0)?,
+        channel_id: r.get(1)?,
+        event_id: r.get(2)?,
+        body: r.get(3)?,
+        attempts: r.get(4)?,
+        first_failed_at: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        pod_id: r.get(7)?,
+        send_to: r.get(8)?,
+        accept: r.get(9)?,
+    })
+}
+
+const MIGRATION_COLUMNS: &str = "id, pod_id, source_node, target_node, status, progress, copied, total, cursor, error, started_at, updated_at, finished_at, fenced_at";
 
 fn migration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(MigrationRecord, String)> {
     let status: String = r.get(4)?;
@@ -238,6 +256,7 @@ fn migration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(MigrationRecord, St
             started_at: r.get(10)?,
             updated_at: r.get(11)?,
             finished_at: r.get(12)?,
+            fenced_at: r.get(13)?,
         },
         status,
     ))
@@ -505,16 +524,10 @@ impl MetadataStore for SqliteStore {
                 }
                 other => other,
             })?;
-            let id = tx.last_insert_rowid();
-            let m = tx
-                .query_row(
-                    &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = ?1"),
-                    [id],
-                    migration_row,
-                )
-                .map_err(err)?;
+            let m = migration_by_id(&tx, tx.last_insert_rowid())?;
+            migration_event(&tx, &m)?;
             tx.commit().map_err(err)?;
-            with_status(m)
+            Ok(m)
         })
         .await
     }
@@ -586,6 +599,313 @@ impl MetadataStore for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(err)?;
             rows.into_iter().map(with_status).collect()
+        })
+        .await
+    }
+
+    async fn migration_latest(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>> {
+        let pod = pod_id.to_string();
+        self.read(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {MIGRATION_COLUMNS} FROM migrations WHERE pod_id = ?1 ORDER BY id DESC LIMIT 1"
+                ),
+                [&pod],
+                migration_row,
+            )
+            .optional()
+            .map_err(err)?
+            .map(with_status)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn migration_progress(
+        &self,
+        id: i64,
+        status: MigrationStatus,
+        copied: i64,
+        total: i64,
+        cursor: Option<&str>,
+    ) -> DbResult<MigrationRecord> {
+        let cursor = cursor.map(str::to_string);
+        self.write_tx(move |c| {
+            let before = migration_by_id(c, id)?;
+            if !matches!(
+                before.status,
+                MigrationStatus::Pending | MigrationStatus::Syncing | MigrationStatus::Copying
+            ) {
+                return Ok(before);
+            }
+            c.execute(
+                "UPDATE migrations SET status = ?2, copied = ?3, total = ?4, progress = ?5,
+                   cursor = COALESCE(?6, cursor), updated_at = ?7 WHERE id = ?1",
+                params![
+                    id,
+                    status.as_str(),
+                    copied,
+                    total,
+                    progress_percent(copied, total),
+                    cursor,
+                    now_ms()
+                ],
+            )
+            .map_err(err)?;
+            let after = migration_by_id(c, id)?;
+            if after.status != before.status || after.progress != before.progress {
+                migration_event(c, &after)?;
+            }
+            Ok(after)
+        })
+        .await
+    }
+
+    async fn migration_cancel(&self, pod_id: &str) -> DbResult<MigrationRecord> {
+        let pod = pod_id.to_string();
+        self.write_tx(move |c| {
+            let m = c
+                .query_row(
+                    &format!(
+                        "SELECT {MIGRATION_COLUMNS} FROM migrations WHERE pod_id = ?1
+                         AND status IN ('pending', 'copying', 'syncing', 'switching')"
+                    ),
+                    [&pod],
+                    migration_row,
+                )
+                .optional()
+                .map_err(err)?
+                .ok_or(DbError::NotFound)
+                .and_then(with_status)?;
+            if m.status == MigrationStatus::Switching {
+                return Err(DbError::Conflict(format!(
+                    "the migration of pod {pod} is already switching owners and can no longer be cancelled"
+                )));
+            }
+            let now = now_ms();
+            c.execute(
+                "UPDATE migrations SET status = 'cancelled', error = 'cancelled by an administrator',
+                   updated_at = ?2, finished_at = ?2 WHERE id = ?1",
+                params![m.id, now],
+            )
+            .map_err(err)?;
+            let m = migration_by_id(c, m.id)?;
+            migration_event(c, &m)?;
+            Ok(m)
+        })
+        .await
+    }
+
+    async fn pod_blobs(
+        &self,
+        pod_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> DbResult<Vec<(String, i64)>> {
+        let (pod, after) = (pod_id.to_string(), after.unwrap_or("").to_string());
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT content_hash, max(size) FROM resources
+                     WHERE pod_id = ?1 AND content_hash IS NOT NULL AND content_hash > ?2
+                     GROUP BY content_hash ORDER BY content_hash LIMIT ?3",
+                )
+                .map_err(err)?;
+            stmt.query_map(params![pod, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn pod_blob_count(&self, pod_id: &str) -> DbResult<i64> {
+        let pod = pod_id.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT count(DISTINCT content_hash) FROM resources WHERE pod_id = ?1",
+                [&pod],
+                |r| r.get(0),
+            )
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn pod_blobs_missing(
+        &self,
+        pod_id: &str,
+        storage_id: &str,
+        limit: u32,
+    ) -> DbResult<Vec<String>> {
+        let (pod, storage) = (pod_id.to_string(), storage_id.to_string());
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT DISTINCT r.content_hash FROM resources r
+                     WHERE r.pod_id = ?1 AND r.content_hash IS NOT NULL AND NOT EXISTS (
+                       SELECT 1 FROM blobs b WHERE b.storage_id = ?2 AND b.hash = r.content_hash)
+                     LIMIT ?3",
+                )
+                .map_err(err)?;
+            stmt.query_map(params![pod, storage, limit], |r| r.get(0))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn migration_fence(&self, id: i64) -> DbResult<MigrationRecord> {
+        self.write_tx(move |c| {
+            let m = migration_by_id(c, id)?;
+            if m.status == MigrationStatus::Switching {
+                return Ok(m);
+            }
+            if !m.status.is_active() {
+                return Err(DbError::Conflict(format!(
+                    "the migration is {}",
+                    m.status.as_str()
+                )));
+            }
+            let n = c
+                .execute(
+                    "UPDATE pods SET fence = ?2 WHERE pod_id = ?1 AND node_id = ?3",
+                    params![m.pod_id, id, m.source_node],
+                )
+                .map_err(err)?;
+            if n == 0 {
+                return Err(DbError::Conflict(format!(
+                    "pod {} is no longer owned by node {}",
+                    m.pod_id, m.source_node
+                )));
+            }
+            c.execute(
+                "UPDATE migrations SET status = 'switching', updated_at = ?2, fenced_at = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )
+            .map_err(err)?;
+            let m = migration_by_id(c, id)?;
+            migration_event(c, &m)?;
+            Ok(m)
+        })
+        .await
+    }
+
+    async fn migration_switch(
+        &self,
+        id: i64,
+        target_storage: &str,
+    ) -> DbResult<Result<MigrationRecord, Vec<String>>> {
+        let target_storage = target_storage.to_string();
+        self.write_tx(move |c| {
+            let m = migration_by_id(c, id)?;
+            if m.status != MigrationStatus::Switching {
+                return Err(DbError::Conflict(format!(
+                    "the migration is {}, not switching",
+                    m.status.as_str()
+                )));
+            }
+            let (owner, source_storage, fence): (String, String, Option<i64>) = c
+                .query_row(
+                    "SELECT node_id, storage_id, fence FROM pods WHERE pod_id = ?1",
+                    [&m.pod_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(err)?
+                .ok_or(DbError::NotFound)?;
+            if owner != m.source_node || fence != Some(id) {
+                return Err(DbError::Conflict(format!(
+                    "pod {} changed hands during the migration (owner {owner})",
+                    m.pod_id
+                )));
+            }
+            if source_storage != target_storage {
+                let refs = "SELECT content_hash AS hash, count(*) AS n FROM resources
+                            WHERE pod_id = ?1 AND content_hash IS NOT NULL GROUP BY content_hash";
+                let missing: Vec<String> = c
+                    .prepare(&format!(
+                        "SELECT r.hash FROM ({refs}) r WHERE NOT EXISTS (
+                           SELECT 1 FROM blobs b WHERE b.storage_id = ?2 AND b.hash = r.hash)"
+                    ))
+                    .map_err(err)?
+                    .query_map(params![m.pod_id, target_storage], |r| r.get(0))
+                    .map_err(err)?
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?;
+                if !missing.is_empty() {
+                    return Ok(Err(missing));
+                }
+                c.execute(
+                    &format!(
+                        "UPDATE blobs SET refcount = blobs.refcount + r.n, zero_since = NULL
+                         FROM ({refs}) r WHERE blobs.storage_id = ?2 AND blobs.hash = r.hash"
+                    ),
+                    params![m.pod_id, target_storage],
+                )
+                .map_err(err)?;
+                c.execute(
+                    &format!(
+                        "UPDATE blobs SET refcount = blobs.refcount - r.n,
+                           zero_since = CASE WHEN blobs.refcount - r.n = 0 THEN ?3 ELSE NULL END
+                         FROM ({refs}) r WHERE blobs.storage_id = ?2 AND blobs.hash = r.hash"
+                    ),
+                    params![m.pod_id, source_storage, now_ms()],
+                )
+                .map_err(err)?;
+            }
+            c.execute(
+                "UPDATE pods SET node_id = ?2, storage_id = ?3, fence = NULL WHERE pod_id = ?1",
+                params![m.pod_id, m.target_node, target_storage],
+            )
+            .map_err(err)?;
+            c.execute(
+                "INSERT INTO events (pod_id, path, kind, version, created_at) VALUES (?1, '/', 'owner', 0, ?2)",
+                params![m.pod_id, now_ms()],
+            )
+            .map_err(err)?;
+            let now = now_ms();
+            c.execute(
+                "UPDATE migrations SET status = 'done', progress = 100, updated_at = ?2,
+                   finished_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )
+            .map_err(err)?;
+            let m = migration_by_id(c, id)?;
+            migration_event(c, &m)?;
+            Ok(Ok(m))
+        })
+        .await
+    }
+
+    async fn migration_fail(
+        &self,
+        id: i64,
+        status: MigrationStatus,
+        error: &str,
+    ) -> DbResult<MigrationRecord> {
+        let error = error.to_string();
+        self.write_tx(move |c| {
+            let m = migration_by_id(c, id)?;
+            if !m.status.is_active() {
+                return Ok(m);
+            }
+            c.execute(
+                "UPDATE pods SET fence = NULL WHERE pod_id = ?1 AND fence = ?2",
+                params![m.pod_id, id],
+            )
+            .map_err(err)?;
+            let now = now_ms();
+            c.execute(
+                "UPDATE migrations SET status = ?2, error = ?3, updated_at = ?4, finished_at = ?4
+                 WHERE id = ?1",
+                params![id, status.as_str(), error, now],
+            )
+            .map_err(err)?;
+            let m = migration_by_id(c, id)?;
+            migration_event(c, &m)?;
+            Ok(m)
         })
         .await
     }
@@ -668,7 +988,7 @@ impl MetadataStore for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT id, pod_id, path, kind, version, etag, created_at FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    "SELECT id, pod_id, path, kind, version, etag, created_at, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
                 )
                 .map_err(err)?;
             stmt.query_map(params![after_id, limit], |r| {
@@ -681,6 +1001,7 @@ impl MetadataStore for SqliteStore {
                     version: r.get(4)?,
                     etag: r.get(5)?,
                     created_at: r.get(6)?,
+                    detail: r.get(7)?,
                 })
             })
             .map_err(err)?
@@ -831,30 +1152,30 @@ impl MetadataStore for SqliteStore {
     async fn webhook_heads(&self, limit: u32) -> DbResult<Vec<WebhookItem>> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at,
-                        q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept
-                 FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
-                 WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
-                 ORDER BY q.next_attempt_at LIMIT ?1",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                     WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
+                     ORDER BY q.next_attempt_at LIMIT ?1"
+                ))
                 .map_err(err)?;
-            stmt.query_map([limit], |r| {
-                Ok(WebhookItem {
-                    id: r.get(0)?,
-                    channel_id: r.get(1)?,
-                    event_id: r.get(2)?,
-                    body: r.get(3)?,
-                    attempts: r.get(4)?,
-                    first_failed_at: r.get(5)?,
-                    next_attempt_at: r.get(6)?,
-                    pod_id: r.get(7)?,
-                    send_to: r.get(8)?,
-                    accept: r.get(9)?,
-                })
-            })
+            stmt.query_map([limit], webhook_row)
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn webhook_next(&self, channel_id: &str) -> DbResult<Option<WebhookItem>> {
+        let channel = channel_id.to_string();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
+                 WHERE q.channel_id = ?1 ORDER BY q.id LIMIT 1"
+            ))
             .map_err(err)?
-            .collect::<Result<_, _>>()
+            .query_row([&channel], webhook_row)
+            .optional()
             .map_err(err)
         })
         .await
@@ -1250,19 +1571,43 @@ fn blob_ref(
 }
 
 fn check_owner(c: &Connection, pod: &str, writer: &str) -> DbResult<String> {
-    let row: Option<(String, String)> = c
+    let row: Option<(String, String, Option<i64>)> = c
         .query_row(
-            "SELECT node_id, storage_id FROM pods WHERE pod_id = ?1",
+            "SELECT node_id, storage_id, fence FROM pods WHERE pod_id = ?1",
             [pod],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
         .map_err(err)?;
     match row {
         None => Err(DbError::NotFound),
-        Some((owner, _)) if owner != writer => Err(DbError::NotOwner(owner)),
-        Some((_, storage)) => Ok(storage),
+        Some((owner, _, _)) if owner != writer => Err(DbError::NotOwner(owner)),
+        Some((_, _, Some(_))) => Err(DbError::Fenced),
+        Some((_, storage, None)) => Ok(storage),
     }
+}
+
+fn migration_by_id(c: &Connection, id: i64) -> DbResult<MigrationRecord> {
+    c.query_row(
+        &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = ?1"),
+        [id],
+        migration_row,
+    )
+    .optional()
+    .map_err(err)?
+    .ok_or(DbError::NotFound)
+    .and_then(with_status)
+}
+
+/// Records a migration's new state in the outbox.
+fn migration_event(c: &Connection, m: &MigrationRecord) -> DbResult<()> {
+    c.execute(
+        "INSERT INTO events (pod_id, path, kind, version, created_at, detail)
+         VALUES (?1, '/', 'migration', 0, ?2, ?3)",
+        params![m.pod_id, now_ms(), super::migration_detail(m)],
+    )
+    .map_err(err)?;
+    Ok(())
 }
 
 fn put_in(c: &Connection, req: &PutRequest) -> DbResult<PutOutcome> {

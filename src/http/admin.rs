@@ -18,7 +18,7 @@ use crate::db::{DbError, NodeRecord, PodRecord};
 /// Proof that the request carried a valid administrator token.
 pub struct Admin;
 
-fn refuse(status: StatusCode, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, message: &str) -> Response {
     let mut resp = (status, Json(serde_json::json!({ "error": message }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
@@ -85,7 +85,7 @@ fn pod_json(p: &PodRecord) -> serde_json::Value {
     })
 }
 
-fn unavailable(e: DbError) -> Response {
+pub(crate) fn unavailable(e: DbError) -> Response {
     tracing::error!(error = %e, "metadata store error");
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -300,15 +300,8 @@ pub async fn create_pod(
 }
 
 fn migration_json(m: Option<&crate::db::MigrationRecord>) -> serde_json::Value {
-    match m {
-        Some(m) => serde_json::json!({
-            "status": m.status.as_str(),
-            "sourceNode": m.source_node,
-            "targetNode": m.target_node,
-            "progress": m.progress,
-        }),
-        None => serde_json::Value::Null,
-    }
+    m.map(super::migrate::migration_json)
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// `GET /.cluster/pods`: every pod with its owner and any active migration.

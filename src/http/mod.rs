@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod cors;
+pub mod migrate;
 pub mod proxy;
 pub mod routing;
 
@@ -35,6 +36,12 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/.cluster/nodes/{id}/{action}", post(admin::move_node_pods))
         .route("/.cluster/pods/{pod}", get(admin::get_pod))
+        .route("/.cluster/pods/{pod}/migrate", post(migrate::start))
+        .route(
+            "/.cluster/pods/{pod}/migration",
+            get(migrate::status).delete(migrate::cancel),
+        )
+        .route("/.cluster/blobs/{hash}", get(migrate::blob))
         .route(
             "/.cluster/pods",
             post(admin::create_pod).get(admin::list_pods),
@@ -109,8 +116,13 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
             // notification hub hears of every change.
             let app = app.clone();
             Box::new(move |events: &[crate::db::EventRecord]| {
-                for e in events.iter().filter(|e| e.kind == "owner") {
-                    app.placement.forget_pod(&e.pod_id);
+                for e in events {
+                    match e.kind.as_str() {
+                        "owner" => app.placement.forget_pod(&e.pod_id),
+                        // A migration may be waiting for this node to drive it.
+                        "migration" => app.migrations.wake(),
+                        _ => {}
+                    }
                 }
                 // WebSocket channels connected here hear of every change.
                 app.notify.dispatch(events, |pod| {
@@ -120,6 +132,7 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         },
     );
     crate::notify::webhook::spawn(app.clone());
+    crate::cluster::migration::spawn(app.clone());
     crate::cluster::registry::spawn_heartbeat(
         app.db.clone(),
         app.node.id.clone(),

@@ -17,13 +17,6 @@ pub async fn delete(app: &App, target: &Target, req: &HeaderMap) -> Result<Statu
         .with(header::ALLOW, "OPTIONS, HEAD, GET, PATCH, POST, PUT"));
     }
     write::refuse_reserved(target)?;
-    app.db
-        .resource_delete(
-            &target.pod,
-            &target.path,
-            &write::condition(req),
-            &app.node.id,
-        )
-        .await?;
+    write::delete_resource(app, &target.pod, &target.path, &write::condition(req)).await?;
     Ok(StatusCode::RESET_CONTENT)
 }

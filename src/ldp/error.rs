@@ -50,6 +50,11 @@ impl From<DbError> for LdpError {
             DbError::PreconditionFailed => {
                 LdpError::new(StatusCode::PRECONDITION_FAILED, "a precondition failed")
             }
+            DbError::Fenced => LdpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this pod is moving to another node; try again in a moment",
+            )
+            .with(header::RETRY_AFTER, "1"),
             DbError::NotOwner(owner) => {
                 LdpError::unavailable(format!("this pod is served by node {owner}; try again"))
             }

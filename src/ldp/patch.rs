@@ -105,9 +105,9 @@ pub async fn patch(
                 if_none_match: Some(vec!["*".into()]),
             },
         };
-        let result = app
-            .db
-            .resource_put(&PutRequest {
+        let result = write::put_resource(
+            app,
+            &PutRequest {
                 pod_id: target.pod.clone(),
                 path: target.path.clone(),
                 content_type,
@@ -116,8 +116,9 @@ pub async fn patch(
                 writer_node: app.node.id.clone(),
                 condition,
                 create_only: false,
-            })
-            .await;
+            },
+        )
+        .await;
         match result {
             Ok(outcome) => {
                 app.blobs.finish(upload).await?;

@@ -67,9 +67,9 @@ pub async fn post(
             target.path,
             if make_container { "/" } else { "" }
         );
-        let result = app
-            .db
-            .resource_put(&PutRequest {
+        let result = write::put_resource(
+            app,
+            &PutRequest {
                 pod_id: target.pod.clone(),
                 path: path.clone(),
                 content_type: content_type.clone(),
@@ -78,8 +78,9 @@ pub async fn post(
                 writer_node: app.node.id.clone(),
                 condition: Default::default(),
                 create_only: true,
-            })
-            .await;
+            },
+        )
+        .await;
         match result {
             Ok(outcome) => {
                 if let Some(u) = upload {

@@ -21,9 +21,9 @@ pub async fn put(
     write::refuse_reserved(target)?;
     let condition = write::condition(req);
     if target.is_container() {
-        let outcome = app
-            .db
-            .resource_put(&PutRequest {
+        let outcome = write::put_resource(
+            app,
+            &PutRequest {
                 pod_id: target.pod.clone(),
                 path: target.path.clone(),
                 content_type: "text/turtle".into(),
@@ -32,14 +32,15 @@ pub async fn put(
                 writer_node: app.node.id.clone(),
                 condition,
                 create_only: false,
-            })
-            .await
-            .map_err(|e| match e {
-                crate::db::DbError::Conflict(why) if why.ends_with("already exists") => {
-                    LdpError::new(StatusCode::CONFLICT, "the container already exists")
-                }
-                other => other.into(),
-            })?;
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            crate::db::DbError::Conflict(why) if why.ends_with("already exists") => {
+                LdpError::new(StatusCode::CONFLICT, "the container already exists")
+            }
+            other => other.into(),
+        })?;
         return Ok(Written {
             status: StatusCode::CREATED,
             record: outcome.record,
@@ -51,9 +52,9 @@ pub async fn put(
     let stream = write::body_to_store(app, &content_type, &target.url(), body).await?;
     let upload = app.blobs.put(stream, app.config.max_body_size).await?;
     let blob = upload.info.clone();
-    let outcome = app
-        .db
-        .resource_put(&PutRequest {
+    let outcome = write::put_resource(
+        app,
+        &PutRequest {
             pod_id: target.pod.clone(),
             path: target.path.clone(),
             content_type,
@@ -62,8 +63,9 @@ pub async fn put(
             writer_node: app.node.id.clone(),
             condition,
             create_only: false,
-        })
-        .await;
+        },
+    )
+    .await;
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {

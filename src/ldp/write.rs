@@ -8,7 +8,46 @@ use super::error::LdpError;
 use super::headers::{describe, etag_list, validators};
 use super::target::Target;
 use crate::app::App;
-use crate::db::{Condition, ResourceRecord};
+use crate::db::{Condition, DbError, DbResult, PutOutcome, PutRequest, ResourceRecord};
+
+/// How long a write waits while a migration switches its pod to another
+/// node before it gives up with 503. Below the 2 s a forwarding node waits
+/// for a response head, so a write forwarded here is answered by this node.
+pub const FENCE_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Runs a metadata commit, retrying it while the pod is fenced by a
+/// migration's switch (bounded by [`FENCE_WAIT`]).
+async fn unfenced<T, F, Fut>(mut commit: F) -> DbResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = DbResult<T>>,
+{
+    let deadline = tokio::time::Instant::now() + FENCE_WAIT;
+    loop {
+        match commit().await {
+            Err(DbError::Fenced) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Commits a resource row (see [`crate::db::MetadataStore::resource_put`]),
+/// waiting out a migration's fence.
+pub async fn put_resource(app: &App, req: &PutRequest) -> DbResult<PutOutcome> {
+    unfenced(|| app.db.resource_put(req)).await
+}
+
+/// Deletes a resource row, waiting out a migration's fence.
+pub async fn delete_resource(
+    app: &App,
+    pod: &str,
+    path: &str,
+    condition: &Condition,
+) -> DbResult<ResourceRecord> {
+    unfenced(|| app.db.resource_delete(pod, path, condition, &app.node.id)).await
+}
 
 /// A committed write: the status to answer and the stored version.
 pub struct Written {

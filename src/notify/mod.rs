@@ -78,6 +78,8 @@ pub struct Activity {
     pub target: Option<String>,
     pub state: Option<String>,
     pub published: i64,
+    /// Further members (a migration's status and progress).
+    pub extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Activity {
@@ -101,6 +103,9 @@ impl Activity {
             "published".into(),
             features::format_date_time(self.published).into(),
         );
+        for (k, v) in &self.extra {
+            m.insert((*k).into(), v.clone());
+        }
         serde_json::Value::Object(m).to_string()
     }
 }
@@ -158,14 +163,30 @@ impl Activity {
             "@prefix as: <{AS_CONTEXT}#>.\n\
              @prefix notify: <{NOTIFY}>.\n\
              @prefix xsd: <http://www.w3.org/2001/XMLSchema#>.\n\n\
-             <urn:{}:{}> a as:{};\n    as:object <{}>",
-            self.published, self.topic, self.kind, self.object
+             <urn:{}:{}> a {};\n    as:object <{}>",
+            self.published,
+            self.topic,
+            // Activity Streams types, or an IRI of its own (`migration:done`).
+            if self.kind.contains(':') {
+                format!("<{}>", self.kind)
+            } else {
+                format!("as:{}", self.kind)
+            },
+            self.object
         );
         if let Some(t) = &self.target {
             out.push_str(&format!(";\n    as:target <{t}>"));
         }
         if let Some(s) = &self.state {
             out.push_str(&format!(";\n    notify:state {}", turtle_string(s)));
+        }
+        for (k, v) in &self.extra {
+            let literal = match v {
+                serde_json::Value::String(text) => turtle_string(text),
+                serde_json::Value::Null => continue,
+                other => other.to_string(),
+            };
+            out.push_str(&format!(";\n    <{MIGRATION_NS}{k}> {literal}"));
         }
         out.push_str(&format!(
             ";\n    as:published \"{}\"^^xsd:dateTime.\n",
@@ -190,6 +211,7 @@ pub fn activities(pod_url: &str, event: &EventRecord, next: &[EventRecord]) -> V
         target: None,
         state,
         published: event.created_at,
+        extra: Vec::new(),
     };
     match event.kind.as_str() {
         "create" => out.push(own("Create", event.etag.clone())),
@@ -219,9 +241,42 @@ pub fn activities(pod_url: &str, event: &EventRecord, next: &[EventRecord]) -> V
             target: Some(parent_url),
             state,
             published: event.created_at,
+            extra: Vec::new(),
         });
     }
     out
+}
+
+/// Where the members of a migration notification live, in Turtle.
+pub const MIGRATION_NS: &str = "urn:xpod:migration:";
+
+/// What a `migration` event means to every channel of the pod:
+/// `migration:progress` while it runs, `migration:done` once it ended (its
+/// `status` says how: done, failed or cancelled).
+pub fn migration_activity(pod_url: &str, event: &EventRecord) -> Option<Activity> {
+    if event.kind != "migration" {
+        return None;
+    }
+    let detail: serde_json::Value = serde_json::from_str(event.detail.as_deref()?).ok()?;
+    let status = detail["status"].as_str()?.to_string();
+    let ended = matches!(status.as_str(), "done" | "failed" | "cancelled");
+    let mut extra = vec![("status", serde_json::Value::from(status))];
+    for key in ["progress", "sourceNode", "targetNode", "error"] {
+        extra.push((key, detail[key].clone()));
+    }
+    Some(Activity {
+        kind: if ended {
+            "migration:done"
+        } else {
+            "migration:progress"
+        },
+        topic: pod_url.to_string(),
+        object: pod_url.to_string(),
+        target: None,
+        state: None,
+        published: event.created_at,
+        extra,
+    })
 }
 
 /// Whether an event comes after an outbox position (`None` if either
@@ -337,60 +392,73 @@ impl Hub {
         }
         let now = now_ms();
         for (i, event) in events.iter().enumerate() {
-            if !matches!(event.kind.as_str(), "create" | "update" | "delete") {
-                continue;
-            }
             let base = pod_url(&event.pod_id);
             let at = position(&EventCursor {
                 xid: event.xid.clone(),
                 id: event.id,
             });
+            if let Some(activity) = migration_activity(&base, event) {
+                // Every channel of the pod hears of its migration.
+                for ((pod, _), list) in listeners.iter_mut() {
+                    if *pod == event.pod_id {
+                        deliver(list, &activity, at, now);
+                    }
+                }
+                continue;
+            }
+            if !matches!(event.kind.as_str(), "create" | "update" | "delete") {
+                continue;
+            }
             for activity in activities(&base, event, &events[i + 1..]) {
                 let path = activity
                     .topic
                     .strip_prefix(base.as_str())
                     .map(|p| format!("/{p}"))
                     .unwrap_or_default();
-                let Some(list) = listeners.get_mut(&(event.pod_id.clone(), path)) else {
-                    continue;
-                };
-                let json: Arc<str> = activity.to_json().into();
-                let mut turtle: Option<Arc<str>> = None;
-                for l in list.iter_mut() {
-                    let ch = &l.channel;
-                    let body = if media_type(ch.accept.as_deref()) == Some("text/turtle") {
-                        turtle
-                            .get_or_insert_with(|| activity.to_turtle().into())
-                            .clone()
-                    } else {
-                        json.clone()
-                    };
-                    if let (Some(after), Some(at)) = (l.after, at)
-                        && at <= after
-                    {
-                        continue;
-                    }
-                    if ch.start_at.is_some_and(|t| now < t) || ch.end_at.is_some_and(|t| now > t) {
-                        continue;
-                    }
-                    if let (Some(rate), Some(last)) = (ch.rate_ms, l.last_emit)
-                        && (last.elapsed().as_millis() as i64) < rate
-                    {
-                        continue;
-                    }
-                    match l.tx.try_send(body) {
-                        Ok(()) => {
-                            if ch.rate_ms.is_some() {
-                                l.last_emit = Some(Instant::now());
-                            }
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::warn!(channel = %ch.id, "a WebSocket is not reading its notifications; dropped one");
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
+                if let Some(list) = listeners.get_mut(&(event.pod_id.clone(), path)) {
+                    deliver(list, &activity, at, now);
                 }
             }
+        }
+    }
+}
+
+/// Passes one notification to the sockets of one topic that want it.
+fn deliver(list: &mut [Listener], activity: &Activity, at: Option<(u64, i64)>, now: i64) {
+    let json: Arc<str> = activity.to_json().into();
+    let mut turtle: Option<Arc<str>> = None;
+    for l in list.iter_mut() {
+        let ch = &l.channel;
+        if let (Some(after), Some(at)) = (l.after, at)
+            && at <= after
+        {
+            continue;
+        }
+        if ch.start_at.is_some_and(|t| now < t) || ch.end_at.is_some_and(|t| now > t) {
+            continue;
+        }
+        if let (Some(rate), Some(last)) = (ch.rate_ms, l.last_emit)
+            && (last.elapsed().as_millis() as i64) < rate
+        {
+            continue;
+        }
+        let body = if media_type(ch.accept.as_deref()) == Some("text/turtle") {
+            turtle
+                .get_or_insert_with(|| activity.to_turtle().into())
+                .clone()
+        } else {
+            json.clone()
+        };
+        match l.tx.try_send(body) {
+            Ok(()) => {
+                if ch.rate_ms.is_some() {
+                    l.last_emit = Some(Instant::now());
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(channel = %ch.id, "a WebSocket is not reading its notifications; dropped one");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }
@@ -409,6 +477,7 @@ mod tests {
             version: id,
             etag: etag.map(str::to_string),
             created_at: 1_769_860_800_000,
+            detail: None,
         }
     }
 
@@ -474,5 +543,33 @@ mod tests {
         );
         assert_eq!(acts[0].state, None);
         assert!(activities(pod, &event(5, "/", "owner", None), &[]).is_empty());
+    }
+
+    #[test]
+    fn migrations_are_published_to_the_pod() {
+        let pod = "http://x.test/alice/";
+        let mut e = event(6, "/", "migration", None);
+        e.detail = Some(
+            r#"{"status":"copying","progress":40,"sourceNode":"a","targetNode":"b","error":null}"#
+                .into(),
+        );
+        let act = migration_activity(pod, &e).unwrap();
+        assert_eq!(act.kind, "migration:progress");
+        let json: serde_json::Value = serde_json::from_str(&act.to_json()).unwrap();
+        assert_eq!(json["object"], pod);
+        assert_eq!(
+            (json["status"].as_str(), json["progress"].as_i64()),
+            (Some("copying"), Some(40))
+        );
+        let ttl = act.to_turtle();
+        let triples = oxttl::TurtleParser::new()
+            .for_slice(ttl.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        // type, object, status, progress, source, target, published
+        assert_eq!(triples.len(), 7, "{ttl}");
+        e.detail = Some(r#"{"status":"cancelled","progress":40}"#.into());
+        assert_eq!(migration_activity(pod, &e).unwrap().kind, "migration:done");
+        assert!(migration_activity(pod, &event(7, "/", "owner", None)).is_none());
     }
 }

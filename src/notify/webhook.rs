@@ -54,7 +54,12 @@ async fn queue(
 ) -> Result<(), String> {
     let relevant: Vec<&EventRecord> = batch
         .iter()
-        .filter(|e| matches!(e.kind.as_str(), "create" | "update" | "delete"))
+        .filter(|e| {
+            matches!(
+                e.kind.as_str(),
+                "create" | "update" | "delete" | "migration"
+            )
+        })
         .collect();
     if relevant.is_empty() {
         return Ok(());
@@ -77,6 +82,34 @@ async fn queue(
     let mut items = Vec::new();
     let mut owned: HashMap<String, bool> = HashMap::new();
     for (i, event) in batch.iter().enumerate() {
+        if event.kind == "migration" {
+            // The node a migration moves the pod to queues its
+            // notifications, once, for every channel of the pod.
+            let base = crate::pod::base_url(&app.config, &event.pod_id).to_string();
+            let Some(activity) = super::migration_activity(&base, event) else {
+                continue;
+            };
+            let target = activity
+                .extra
+                .iter()
+                .find(|(k, _)| *k == "targetNode")
+                .and_then(|(_, v)| v.as_str());
+            if target != Some(app.node.id.as_str()) {
+                continue;
+            }
+            for ch in channels.iter().filter(|c| c.pod_id == event.pod_id) {
+                if super::is_after(event, &ch.after) == Some(false) || !wanted(ch, &activity, rates)
+                {
+                    continue;
+                }
+                items.push((
+                    ch.id.clone(),
+                    event.id,
+                    activity.render(ch.accept.as_deref()),
+                ));
+            }
+            continue;
+        }
         if !matches!(event.kind.as_str(), "create" | "update" | "delete") {
             continue;
         }
@@ -227,7 +260,8 @@ async fn drain(app: &App, client: &reqwest::Client, mut item: WebhookItem) {
                 let now = now_ms();
                 let first = item.first_failed_at.unwrap_or(now);
                 if now - first >= app.config.webhook_retry_window.as_millis() as i64 {
-                    tracing::warn!(channel = %item.channel_id, target = %item.send_to, error = %why,
+                    // Only the receiver's origin: its path or query may hold a secret.
+                    tracing::warn!(channel = %item.channel_id, target = %origin(&item.send_to), error = %why,
                         "webhook receiver kept failing for the retry window; its channel is removed");
                     if let Err(e) = app.db.subscription_delete(&item.channel_id).await {
                         tracing::warn!(error = %e, "cannot remove the webhook channel");
@@ -247,15 +281,19 @@ async fn drain(app: &App, client: &reqwest::Client, mut item: WebhookItem) {
             }
         }
         // The next one of the same channel, if it is queued already.
-        let next = match app.db.webhook_heads(1000).await {
-            Ok(heads) => heads.into_iter().find(|h| h.channel_id == item.channel_id),
-            Err(_) => None,
-        };
+        let next = app.db.webhook_next(&item.channel_id).await.ok().flatten();
         match next {
             Some(n) if n.next_attempt_at <= now_ms() => item = n,
             _ => return,
         }
     }
+}
+
+/// The scheme, host and port of a URL, for logs.
+fn origin(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "(invalid URL)".into())
 }
 
 async fn post(client: &reqwest::Client, item: &WebhookItem) -> Result<(), String> {
@@ -269,7 +307,9 @@ async fn post(client: &reqwest::Client, item: &WebhookItem) -> Result<(), String
         .send()
         .await
         .map_err(|e| {
-            // The resolver's refusal is the useful part of the chain.
+            // The resolver's refusal is the useful part of the chain; the
+            // URL is not (it may carry a secret).
+            let e = e.without_url();
             let mut why = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
@@ -287,7 +327,16 @@ async fn post(client: &reqwest::Client, item: &WebhookItem) -> Result<(), String
 
 #[cfg(test)]
 mod tests {
-    use super::backoff_ms;
+    use super::{backoff_ms, origin};
+
+    #[test]
+    fn logs_name_only_the_receivers_origin() {
+        assert_eq!(
+            origin("https://hooks.example:8443/in/abc?token=s3cret"),
+            "https://hooks.example:8443"
+        );
+        assert_eq!(origin("not a url"), "(invalid URL)");
+    }
 
     #[test]
     fn backoff_doubles_up_to_thirty_seconds() {

@@ -149,6 +149,7 @@ pub async fn state_activity(
             target: None,
             state: Some(r.etag),
             published: now,
+            extra: Vec::new(),
         }),
         None => Some(Activity {
             kind: "Delete",
@@ -157,6 +158,7 @@ pub async fn state_activity(
             target: None,
             state: None,
             published: now,
+            extra: Vec::new(),
         }),
     }
 }
