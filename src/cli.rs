@@ -162,6 +162,32 @@ pub enum PodsCommand {
     },
     /// List every pod of the cluster
     List,
+    /// Copy a pod of this cluster into a container on any Solid server, then
+    /// verify the copy (rerun after an interruption to resume)
+    Export {
+        pod: String,
+        /// The target container, such as https://other.example/alice/ (ends in /)
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Where to record progress for resuming [default: a file under the temp directory, named after both URLs]
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+    },
+    /// Copy a container of any Solid server into a pod of this node (created
+    /// when missing), then verify the copy (rerun after an interruption to resume)
+    Import {
+        /// The source container, such as https://other.example/alice/ (ends in /)
+        url: String,
+        /// The pod to copy into
+        #[arg(long = "as", value_name = "POD")]
+        pod: String,
+        /// When the pod is created: let anyone read and write it
+        #[arg(long)]
+        public_write: bool,
+        /// Where to record progress for resuming [default: a file under the temp directory, named after both URLs]
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+    },
     /// Move a pod to another node of the cluster while it stays in use;
     /// shows the progress and exits non-zero if the migration fails
     Migrate {
@@ -554,9 +580,139 @@ async fn move_pods(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The base URL of a pod, from the administrator API; with `create`, a
+/// missing pod is created first (`Some(public_write)`).
+async fn pod_base_url(config: &Config, pod: &str, create: Option<bool>) -> Result<String, Failure> {
+    use reqwest::{Method, StatusCode};
+    let (status, json) =
+        admin_call(config, Method::GET, &format!("/.cluster/pods/{pod}"), None).await?;
+    let json = match (status, create) {
+        (StatusCode::OK, _) => json,
+        (StatusCode::NOT_FOUND, Some(public_write)) => {
+            let body = serde_json::json!({ "name": pod, "publicWrite": public_write });
+            let (status, json) =
+                admin_call(config, Method::POST, "/.cluster/pods", Some(body)).await?;
+            if status != StatusCode::CREATED {
+                return Err(Failure::Other(format!(
+                    "cannot create pod {pod}: {}",
+                    json["error"].as_str().unwrap_or(status.as_str())
+                )));
+            }
+            eprintln!("created pod {pod}");
+            json
+        }
+        (StatusCode::NOT_FOUND, None) => {
+            return Err(Failure::Other(format!(
+                "there is no pod {pod}; `xpod pods list` shows the pods of the cluster"
+            )));
+        }
+        (status, _) => {
+            return Err(Failure::Other(format!(
+                "cannot look up pod {pod}: {}",
+                json["error"].as_str().unwrap_or(status.as_str())
+            )));
+        }
+    };
+    json["baseUrl"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Failure::Other(format!("the node gave no base URL for pod {pod}")))
+}
+
+/// A pod of the local node: its canonical URL, reached at this node's own
+/// address when the URL's port is the one it listens on (so the local node
+/// serves the copy, as with `curl --resolve`).
+fn local_endpoint(config: &Config, base: &str) -> Result<crate::walk::Endpoint, Failure> {
+    let url = url::Url::parse(base)
+        .map_err(|e| Failure::Other(format!("the pod's base URL {base} is invalid: {e}")))?;
+    let mut builder = crate::walk::client_builder();
+    if url.port_or_known_default() == Some(config.port)
+        && let Some(host) = url.host_str()
+    {
+        let ip = match config.host {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        builder = builder.resolve(host, std::net::SocketAddr::new(ip, config.port));
+    }
+    Ok(crate::walk::Endpoint {
+        base: base.to_string(),
+        client: builder.build().map_err(anyhow::Error::from)?,
+    })
+}
+
+/// A container on another server, named by the operator.
+fn remote_endpoint(base: &str) -> Result<crate::walk::Endpoint, Failure> {
+    match url::Url::parse(base) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && base.ends_with('/') => {}
+        _ => {
+            return Err(Failure::Other(format!(
+                "{base} is not a container URL: give an absolute http(s) URL ending in /, such as https://other.example/alice/"
+            )));
+        }
+    }
+    Ok(crate::walk::Endpoint {
+        base: base.to_string(),
+        client: crate::walk::client_builder()
+            .build()
+            .map_err(anyhow::Error::from)?,
+    })
+}
+
+async fn copy_pod(
+    source: crate::walk::Endpoint,
+    target: crate::walk::Endpoint,
+    state: Option<PathBuf>,
+    what: &str,
+) -> Result<ExitCode, Failure> {
+    let (from, to) = (source.base.clone(), target.base.clone());
+    let report = crate::walk::copy(crate::walk::Options {
+        source,
+        target,
+        state,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    })
+    .await
+    .map_err(|e| Failure::Other(e.to_string()))?;
+    println!(
+        "{what}: {from} -> {to}: {} container(s), {} document(s) ({} copied, {} unchanged), {} auxiliary resource(s); verified (state in {})",
+        report.containers,
+        report.documents,
+        report.copied,
+        report.skipped,
+        report.auxiliary,
+        report.state_file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn pods(config: &Config, command: PodsCommand) -> Result<ExitCode, Failure> {
     runtime()?.block_on(async {
         match command {
+            PodsCommand::Export { pod, to, state } => {
+                let base = pod_base_url(config, &pod, None).await?;
+                let source = local_endpoint(config, &base)?;
+                let target = remote_endpoint(&to)?;
+                copy_pod(source, target, state, &format!("exported pod {pod}")).await
+            }
+            PodsCommand::Import {
+                url,
+                pod,
+                public_write,
+                state,
+            } => {
+                let source = remote_endpoint(&url)?;
+                let base = pod_base_url(config, &pod, Some(public_write)).await?;
+                let target = local_endpoint(config, &base)?;
+                copy_pod(
+                    source,
+                    target,
+                    state,
+                    &format!("imported {url} as pod {pod}"),
+                )
+                .await
+            }
             PodsCommand::Create {
                 name,
                 public_write,

@@ -7,6 +7,8 @@
 //! - [`ldp`]: the Solid/LDP resource server (one file per method).
 //! - [`notify`]: Solid Notifications: subscription services, channels, the
 //!   hub that feeds connected WebSockets from the outbox.
+//! - [`walk`]: the container-walking migrator: copies a container tree
+//!   between any two Solid servers over LDP, with resume and verification.
 //! - [`app`]: the composition root; [`app::App`] owns everything below.
 //! - [`pod`]: pod names and canonical base URLs.
 //! - [`auth`]: credentials (the administrator token).
@@ -40,3 +42,4 @@ pub mod notify;
 pub mod outbound;
 pub mod pod;
 pub mod rdf;
+pub mod walk;
