@@ -344,16 +344,7 @@ fn healthcheck(config: &Config, timeout: u64) -> Result<ExitCode, Failure> {
     })
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+use crate::walk::remote::error_chain;
 
 fn node_info(config: &Config) -> Result<(), Failure> {
     use crate::node::{address, identity};

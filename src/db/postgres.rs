@@ -667,15 +667,7 @@ impl MetadataStore for PostgresStore {
     ) -> DbResult<MigrationRecord> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
-        let before = tx
-            .query_opt(
-                &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
-            .await
-            .map_err(err)?
-            .ok_or(DbError::NotFound)?;
-        let before = migration_row(&before)?;
+        let before = lock_migration(&tx, id).await?;
         // A cancelled (or switching, or finished) migration is not moved back.
         if !matches!(
             before.status,
@@ -805,15 +797,7 @@ impl MetadataStore for PostgresStore {
     async fn migration_fence(&self, id: i64) -> DbResult<MigrationRecord> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
-        let row = tx
-            .query_opt(
-                &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
-            .await
-            .map_err(err)?
-            .ok_or(DbError::NotFound)?;
-        let m = migration_row(&row)?;
+        let m = lock_migration(&tx, id).await?;
         if m.status == MigrationStatus::Switching {
             return Ok(m);
         }
@@ -861,15 +845,7 @@ impl MetadataStore for PostgresStore {
     ) -> DbResult<Result<MigrationRecord, Vec<String>>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
-        let row = tx
-            .query_opt(
-                &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
-            .await
-            .map_err(err)?
-            .ok_or(DbError::NotFound)?;
-        let m = migration_row(&row)?;
+        let m = lock_migration(&tx, id).await?;
         if m.status != MigrationStatus::Switching {
             return Err(DbError::Conflict(format!(
                 "the migration is {}, not switching",
@@ -990,15 +966,7 @@ impl MetadataStore for PostgresStore {
     ) -> DbResult<MigrationRecord> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
-        let row = tx
-            .query_opt(
-                &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
-            .await
-            .map_err(err)?
-            .ok_or(DbError::NotFound)?;
-        let m = migration_row(&row)?;
+        let m = lock_migration(&tx, id).await?;
         if !m.status.is_active() {
             return Ok(m);
         }
@@ -1743,6 +1711,19 @@ async fn blob_ref(
         .await?;
     }
     Ok(())
+}
+
+/// Reads a migration and locks its row until the transaction ends.
+async fn lock_migration(tx: &Tx<'_>, id: i64) -> DbResult<MigrationRecord> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await
+        .map_err(err)?
+        .ok_or(DbError::NotFound)?;
+    migration_row(&row)
 }
 
 /// Records a migration's new state in the outbox.

@@ -33,7 +33,7 @@ impl Syntax {
         }
     }
 
-    fn format(self) -> RdfFormat {
+    pub(crate) fn format(self) -> RdfFormat {
         match self {
             Syntax::Turtle => RdfFormat::Turtle,
             Syntax::JsonLd => RdfFormat::JsonLd {

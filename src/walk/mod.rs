@@ -458,17 +458,8 @@ fn rebased(
 /// Serialises with absolute IRIs (relative ones would depend on how each
 /// server resolves them), with the usual Solid prefixes in Turtle.
 fn write_rdf(triples: &[oxigraph::model::Triple], syntax: Syntax) -> Vec<u8> {
-    use oxigraph::io::{JsonLdProfileSet, RdfFormat, RdfSerializer};
-    let format = match syntax {
-        Syntax::Turtle => RdfFormat::Turtle,
-        Syntax::JsonLd => RdfFormat::JsonLd {
-            profile: JsonLdProfileSet::empty(),
-        },
-        Syntax::NTriples => RdfFormat::NTriples,
-        Syntax::N3 => RdfFormat::N3,
-        Syntax::RdfXml | Syntax::Rdfa => RdfFormat::RdfXml,
-    };
-    let mut serializer = RdfSerializer::from_format(format);
+    use oxigraph::io::RdfSerializer;
+    let mut serializer = RdfSerializer::from_format(syntax.format());
     if syntax == Syntax::Turtle {
         for (prefix, iri) in [
             ("acl", "http://www.w3.org/ns/auth/acl#"),

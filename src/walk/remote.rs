@@ -218,6 +218,7 @@ pub async fn status_error(method: &str, url: &str, resp: reqwest::Response) -> W
     }
 }
 
+/// An error with its chain of causes, on one line.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
