@@ -148,12 +148,12 @@ async fn assert_all_readable(
     }
 }
 
-/// An acknowledged write: path, bytes, and the phase seen when it was acknowledged.
+/// An acknowledged write: path, bytes, and the phase seen when it was sent.
 type Acked = (String, Vec<u8>, String);
 
 /// A client that keeps writing new documents into `pod` through node `via`
 /// until stopped, and notes each acknowledged write with the migration
-/// phase an observer saw when the acknowledgement arrived.
+/// phase an observer saw when the write was sent.
 struct Writer {
     acked: Arc<Mutex<Vec<Acked>>>,
     refused: Arc<Mutex<Vec<u16>>>,
@@ -187,6 +187,7 @@ impl Writer {
                     i += 1;
                     let path = format!("{pod}/live/w{i}.bin");
                     let body = content(1_000_000 + i, 2048 + (i as usize % 5000));
+                    let issued = phase.lock().unwrap().clone();
                     let r = client
                         .put(format!("{url}{path}"))
                         .header("content-type", "application/octet-stream")
@@ -195,8 +196,7 @@ impl Writer {
                         .await;
                     match r {
                         Ok(r) if r.status().is_success() => {
-                            let p = phase.lock().unwrap().clone();
-                            acked.lock().unwrap().push((path, body, p));
+                            acked.lock().unwrap().push((path, body, issued));
                         }
                         Ok(r) => {
                             let status = r.status().as_u16();

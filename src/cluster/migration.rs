@@ -57,12 +57,54 @@ pub fn sync_follower_name(id: i64) -> String {
 pub struct Driver {
     running: Mutex<HashSet<i64>>,
     wake: tokio::sync::Notify,
+    /// Pods whose switch is under way, as this node heard from the outbox.
+    switching: Mutex<HashSet<String>>,
+    /// Wakes requests held for a switch.
+    switched: tokio::sync::Notify,
 }
 
 impl Driver {
     /// Looks for new migrations now (a migration event or request arrived).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Follows a `migration` event: whether its pod is being switched.
+    pub fn observe(&self, event: &crate::db::EventRecord) {
+        let status = event
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .and_then(|d| d["status"].as_str().map(str::to_string));
+        let mut switching = self.switching.lock().unwrap_or_else(|p| p.into_inner());
+        if status.as_deref() == Some("switching") {
+            switching.insert(event.pod_id.clone());
+        } else if switching.remove(&event.pod_id) {
+            self.switched.notify_waiters();
+        }
+    }
+
+    fn is_switching(&self, pod: &str) -> bool {
+        self.switching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(pod)
+    }
+
+    /// Holds a write while its pod switches owners (at most `limit`), so
+    /// that it is routed to the new owner with its body still unread.
+    /// Returns whether the switch is over.
+    pub async fn wait_switched(&self, pod: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.switched.notified();
+            if !self.is_switching(pod) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return !self.is_switching(pod);
+            }
+        }
     }
 }
 

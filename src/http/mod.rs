@@ -120,7 +120,10 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
                     match e.kind.as_str() {
                         "owner" => app.placement.forget_pod(&e.pod_id),
                         // A migration may be waiting for this node to drive it.
-                        "migration" => app.migrations.wake(),
+                        "migration" => {
+                            app.migrations.observe(e);
+                            app.migrations.wake();
+                        }
                         _ => {}
                     }
                 }

@@ -74,6 +74,22 @@ async fn route_verified(
     let mut fresh = false;
     let mut body = Some(body);
     let mut failed_owner: Option<(String, Response)> = None;
+    // A write to a pod whose switch to another node is under way waits
+    // for it here, before its body is read, and then goes to the new
+    // owner. (A forwarded one was held by the node that forwarded it.)
+    let writes = !matches!(
+        method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if writes
+        && !forwarded
+        && !app
+            .migrations
+            .wait_switched(&target.pod, ldp::write::FENCE_WAIT)
+            .await
+    {
+        return LdpError::from(crate::db::DbError::Fenced).into_response();
+    }
     loop {
         let pod = if fresh {
             app.placement.pod_fresh(&app.db, &target.pod).await
