@@ -138,12 +138,12 @@ async fn contract(db: Db) {
         Some(m.id)
     );
     let copying = db
-        .migration_set_status(m.id, MigrationStatus::Copying, None)
+        .migration_progress(m.id, MigrationStatus::Copying, 0, 0, None)
         .await
         .unwrap();
     assert_eq!(copying.status, MigrationStatus::Copying);
     let failed = db
-        .migration_set_status(m.id, MigrationStatus::Failed, Some("target unreachable"))
+        .migration_fail(m.id, MigrationStatus::Failed, "target unreachable")
         .await
         .unwrap();
     assert_eq!(failed.error.as_deref(), Some("target unreachable"));
@@ -168,7 +168,7 @@ async fn contract(db: Db) {
     );
     assert!(again.id > m.id);
     assert!(matches!(
-        db.migration_set_status(i64::MAX, MigrationStatus::Done, None)
+        db.migration_fail(i64::MAX, MigrationStatus::Failed, "gone")
             .await,
         Err(DbError::NotFound)
     ));

@@ -195,13 +195,6 @@ pub trait MetadataStore: Send + Sync + 'static {
         source_node: &str,
         target_node: &str,
     ) -> DbResult<MigrationRecord>;
-    /// Moves a migration to a new status (and sets its error, if any).
-    async fn migration_set_status(
-        &self,
-        id: i64,
-        status: MigrationStatus,
-        error: Option<&str>,
-    ) -> DbResult<MigrationRecord>;
     /// The pod's active migration, if any.
     async fn migration_active(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>>;
     /// Every active migration, of every pod (for listings).

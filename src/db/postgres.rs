@@ -586,30 +586,6 @@ impl MetadataStore for PostgresStore {
         Ok(m)
     }
 
-    async fn migration_set_status(
-        &self,
-        id: i64,
-        status: MigrationStatus,
-        error: Option<&str>,
-    ) -> DbResult<MigrationRecord> {
-        let now = now_ms();
-        let finished = (!status.is_active()).then_some(now);
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!(
-                    "UPDATE migrations SET status = $2, error = COALESCE($3, error), updated_at = $4,
-                       finished_at = COALESCE($5, finished_at) WHERE id = $1 RETURNING {MIGRATION_COLUMNS}"
-                ),
-                &[&id, &status.as_str(), &error, &now, &finished],
-            )
-            .await
-            .map_err(err)?
-            .ok_or(DbError::NotFound)?;
-        migration_row(&row)
-    }
-
     async fn migration_active(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>> {
         let row = self
             .client()

@@ -532,40 +532,6 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn migration_set_status(
-        &self,
-        id: i64,
-        status: MigrationStatus,
-        error: Option<&str>,
-    ) -> DbResult<MigrationRecord> {
-        let error = error.map(str::to_string);
-        self.write(move |c| {
-            let tx = c.transaction().map_err(err)?;
-            let now = now_ms();
-            let finished = (!status.is_active()).then_some(now);
-            let changed = tx
-                .execute(
-                    "UPDATE migrations SET status = ?2, error = COALESCE(?3, error), updated_at = ?4,
-                       finished_at = COALESCE(?5, finished_at) WHERE id = ?1",
-                    params![id, status.as_str(), error, now, finished],
-                )
-                .map_err(err)?;
-            if changed == 0 {
-                return Err(DbError::NotFound);
-            }
-            let m = tx
-                .query_row(
-                    &format!("SELECT {MIGRATION_COLUMNS} FROM migrations WHERE id = ?1"),
-                    [id],
-                    migration_row,
-                )
-                .map_err(err)?;
-            tx.commit().map_err(err)?;
-            with_status(m)
-        })
-        .await
-    }
-
     async fn migration_active(&self, pod_id: &str) -> DbResult<Option<MigrationRecord>> {
         let pod = pod_id.to_string();
         self.read(move |c| {
