@@ -59,6 +59,8 @@ pub struct App {
     pub patch_locks: crate::ldp::locks::Stripes,
     /// Drives the pod migrations addressed to this node.
     pub migrations: crate::cluster::migration::Driver,
+    /// Checks Solid-OIDC access tokens and DPoP proofs.
+    pub oidc: Arc<crate::auth::oidc::Verifier>,
 }
 
 /// Makes sure the root file path exists and is writable, before anything is put there.
@@ -150,6 +152,10 @@ impl App {
             tracing::info!(path = %path.display(), "created the administrator token");
         }
 
+        let oidc = Arc::new(crate::auth::oidc::Verifier::new(
+            config.oidc.clone(),
+            config.outbound.clone(),
+        ));
         Ok(App {
             config,
             node: Arc::new(NodeIdentity {
@@ -172,6 +178,7 @@ impl App {
             proxy: crate::http::proxy::client(),
             patch_locks: Default::default(),
             migrations: Default::default(),
+            oidc,
         })
     }
 }

@@ -146,6 +146,9 @@ const SETTINGS: &[Setting] = &[
         None,
     ),
     setting("webhook_retry_window", "CSS_WEBHOOK_RETRY_WINDOW", None),
+    setting("oidc_clock_skew", "CSS_OIDC_CLOCK_SKEW", None),
+    setting("dpop_max_age", "CSS_DPOP_MAX_AGE", None),
+    setting("dpop_require_ath", "CSS_DPOP_REQUIRE_ATH", None),
     setting("node_id_path", "CSS_NODE_ID_PATH", None),
     setting("pod_subdomains", "CSS_POD_SUBDOMAINS", None),
     secret("admin_token", "CSS_ADMIN_TOKEN"),
@@ -218,6 +221,8 @@ pub struct Config {
     pub outbound: crate::outbound::Policy,
     /// A webhook receiver that keeps failing this long loses its channel.
     pub webhook_retry_window: std::time::Duration,
+    /// How Solid-OIDC access tokens and DPoP proofs are checked.
+    pub oidc: crate::auth::oidc::Settings,
     pub node_id_path: PathBuf,
     pub pod_subdomains: bool,
     pub admin_token: Option<Secret>,
@@ -469,6 +474,11 @@ impl Config {
             Ok(crate::outbound::Policy { allowed })
         })?;
         let webhook_retry_window = p.value("webhook_retry_window", "10m", positive)?;
+        let oidc = crate::auth::oidc::Settings {
+            skew: p.value("oidc_clock_skew", "120s", parse_duration)?,
+            proof_max_age: p.value("dpop_max_age", "120s", positive)?,
+            require_ath: p.value("dpop_require_ath", "false", parse_bool)?,
+        };
         let node_id_path = match p.get("node_id_path") {
             Some(_) => p.value("node_id_path", "", parse_path)?,
             None => {
@@ -533,6 +543,7 @@ impl Config {
             auto_reassign,
             outbound,
             webhook_retry_window,
+            oidc,
             node_id_path,
             pod_subdomains,
             admin_token,

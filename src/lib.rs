@@ -11,7 +11,8 @@
 //!   between any two Solid servers over LDP, with resume and verification.
 //! - [`app`]: the composition root; [`app::App`] owns everything below.
 //! - [`pod`]: pod names and canonical base URLs.
-//! - [`auth`]: credentials (the administrator token).
+//! - [`auth`]: credentials (the administrator token, Solid-OIDC access
+//!   tokens with DPoP proofs).
 //! - [`cluster`]: what nodes share (the cluster secret).
 //! - [`node`]: this node's identity, key pair and internal address.
 //! - [`db`]: the metadata store trait and its SQLite and PostgreSQL backends.

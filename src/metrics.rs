@@ -89,6 +89,15 @@ pub struct NodeAuthMetrics {
     pub refused: AtomicU64,
 }
 
+/// Client requests that presented Solid-OIDC credentials.
+#[derive(Default)]
+pub struct OidcMetrics {
+    /// Token and DPoP proof verified.
+    pub accepted: AtomicU64,
+    /// Refused with 401 (or 503 when the replay store was unreachable).
+    pub refused: AtomicU64,
+}
+
 /// All of a node's metrics.
 #[derive(Default)]
 pub struct Metrics {
@@ -96,6 +105,7 @@ pub struct Metrics {
     pub s3: S3Metrics,
     pub requests: RequestMetrics,
     pub node_auth: NodeAuthMetrics,
+    pub oidc: OidcMetrics,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -202,6 +212,15 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "xpod_forwarded_requests_total{{auth=\"{how}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        let o = &self.oidc;
+        out.push_str("# HELP xpod_oidc_requests_total Client requests with Solid-OIDC credentials, by outcome.\n# TYPE xpod_oidc_requests_total counter\n");
+        for (outcome, n) in [("accepted", &o.accepted), ("refused", &o.refused)] {
+            let _ = writeln!(
+                out,
+                "xpod_oidc_requests_total{{outcome=\"{outcome}\"}} {}",
                 n.load(Relaxed)
             );
         }

@@ -1,5 +1,5 @@
-//! Requests xpod makes on a client's behalf (webhooks now; WebIDs and
-//! issuers later) may not reach loopback, private or link-local addresses,
+//! Requests xpod makes on a client's behalf (webhooks, WebID documents,
+//! Solid-OIDC issuers' discovery documents and keys) may not reach loopback, private or link-local addresses,
 //! so the server cannot be used to probe the network it runs in, unless the
 //! operator allows those networks (`CSS_OUTBOUND_ALLOWED_NETWORKS`).
 //! Host names are checked after resolution, on every connection, so a name
@@ -117,6 +117,11 @@ impl Policy {
         }
     }
 
+    /// Whether `ip` is in a network the operator allowed.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allowed.iter().any(|n| n.contains(ip))
+    }
+
     /// Checks a target URL: http(s), and if the host is an IP literal, an
     /// allowed address (names are checked when they are resolved).
     pub fn check_url(&self, url: &str) -> Result<url::Url, String> {
@@ -144,6 +149,19 @@ impl Policy {
             .build()
             .expect("an HTTP client")
     }
+}
+
+/// An error with its chain of causes, on one line (reqwest keeps the cause,
+/// e.g. an address this policy refused, in its source chain).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 struct Resolver(Policy);

@@ -30,6 +30,7 @@ fn signed_get(c: &Cluster, from: usize, to: usize, path: &str) -> reqwest::Reque
         forwarded_proto: "http",
         session: "",
         offer: "",
+        agent: "",
     };
     let sig = signed.sign(&key);
     c.nodes[to]

@@ -12,30 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::css::{LOOPBACK_ONLY, css_dir};
 use support::{Server, create_pod, free_port, http_get, xpod};
 use xpod::rdf::parse;
 use xpod::walk::{Endpoint, Rebase, rebase};
-
-const LOOPBACK_ONLY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/scripts/css.d/loopback-only.cjs"
-);
-
-/// Where CSS 7.2 is installed; the test fails (never skips) without it.
-fn css_dir() -> PathBuf {
-    let dir = match std::env::var("XPOD_CSS_DIR") {
-        Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-            .join(".cache/xpod-ci/css-7.2.0"),
-    };
-    assert!(
-        dir.join("node_modules/@solid/community-server/bin/server.js")
-            .exists(),
-        "Community Solid Server 7.2 is not installed in {}: run scripts/css (installs it once into ~/.cache/xpod-ci/css-7.2.0 and prints the directory) and set XPOD_CSS_DIR to what it prints, or run scripts/test",
-        dir.display()
-    );
-    dir
-}
 
 /// A Community Solid Server on 127.0.0.1, with public read and write
 /// (`file-root.json`: the root container's ACL lets everyone do everything),

@@ -89,6 +89,23 @@ async fn contract(db: Db) {
     assert!(db.admin_token_exists("hash-1").await.unwrap());
     assert!(!db.admin_token_exists("hash-2").await.unwrap());
 
+    // DPoP proofs: the first claim wins, even among racing callers; a
+    // replay is refused until the record expires; pruning drops only
+    // expired records.
+    let claims: Vec<bool> =
+        futures::future::join_all((0..8).map(|_| db.dpop_proof_claim("proof-1", 2_000, 1_000)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{claims:?}");
+    assert!(!db.dpop_proof_claim("proof-1", 3_000, 1_999).await.unwrap());
+    assert!(db.dpop_proof_claim("proof-2", 5_000, 1_000).await.unwrap());
+    assert!(db.dpop_proof_claim("proof-1", 4_000, 2_001).await.unwrap());
+    assert!(!db.dpop_proof_claim("proof-1", 4_000, 3_000).await.unwrap());
+    assert_eq!(db.dpop_proofs_prune(4_500).await.unwrap(), 1);
+    assert!(!db.dpop_proof_claim("proof-2", 6_000, 4_500).await.unwrap());
+
     // Pods: unique name and base URL, listed in name order.
     db.pod_create(&pod("bob", "b")).await.unwrap();
     db.pod_create(&pod("alice", "a")).await.unwrap();

@@ -11,8 +11,9 @@
 //!
 //! The canonical text covers the method, authority, path and query, date,
 //! nonce, both node ids, the hop marker and the forwarded-identity headers
-//! (`X-Forwarded-For/Host/Proto`), and the session id or session offer (see
-//! [`super::session`]), one per line. Bodies stream unsigned: the
+//! (`X-Forwarded-For/Host/Proto`), the session id or session offer (see
+//! [`super::session`]) and the caller's verified identity (`X-Xpod-Agent`,
+//! see [`crate::auth::Credentials`]), one per line. Bodies stream unsigned: the
 //! cluster network is trusted for integrity. The receiver checks the
 //! signature against the sender's registered public key, a time window, and
 //! that it has not seen the nonce before (replays).
@@ -51,12 +52,14 @@ pub struct Signed<'a> {
     pub session: &'a str,
     /// The X25519 key the sender offers for a session (empty if none).
     pub offer: &'a str,
+    /// The caller's verified identity (`X-Xpod-Agent`; empty if anonymous).
+    pub agent: &'a str,
 }
 
 impl Signed<'_> {
     /// The text a signature or a session MAC covers.
     pub fn canonical(&self) -> String {
-        [
+        let mut text = [
             "xpod-node-request-v2",
             self.method,
             self.authority,
@@ -72,7 +75,14 @@ impl Signed<'_> {
             self.session,
             self.offer,
         ]
-        .join("\n")
+        .join("\n");
+        // A fifteenth line only when there is an identity, so requests
+        // without one verify as before on nodes that predate it.
+        if !self.agent.is_empty() {
+            text.push('\n');
+            text.push_str(self.agent);
+        }
+        text
     }
 
     pub fn sign(&self, key: &SigningKey) -> String {
@@ -197,6 +207,7 @@ mod tests {
             forwarded_proto: "http",
             session: "",
             offer: "",
+            agent: "",
         }
     }
 
@@ -219,6 +230,17 @@ mod tests {
         let mut changed = request("abc");
         changed.offer = "another-key";
         assert!(changed.verify(&public, &sig).is_err());
+        // A caller's identity cannot be added to or swapped in a signed request.
+        let mut changed = request("abc");
+        changed.agent = "eyJ3ZWJJZCI6ImV2ZSJ9";
+        assert!(changed.verify(&public, &sig).is_err());
+        let mut with_agent = request("abc");
+        with_agent.agent = "eyJ3ZWJJZCI6ImFsaWNlIn0";
+        let agent_sig = with_agent.sign(&key);
+        assert!(with_agent.verify(&public, &agent_sig).is_ok());
+        let mut swapped = request("abc");
+        swapped.agent = "eyJ3ZWJJZCI6ImV2ZSJ9";
+        assert!(swapped.verify(&public, &agent_sig).is_err());
         let other = SigningKey::from_bytes(&[8u8; 32]);
         assert!(
             signed

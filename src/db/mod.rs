@@ -380,6 +380,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Deletes events every registered follower has read. Returns how many.
     async fn events_prune(&self) -> DbResult<u64>;
 
+    /// Records a DPoP proof (by `key`) as used until `expires_at` (Unix
+    /// ms). True if it was not recorded before, or its record had expired
+    /// by `now`; false for a replay. Atomic across nodes.
+    async fn dpop_proof_claim(&self, key: &str, expires_at: i64, now: i64) -> DbResult<bool>;
+    /// Deletes proof records expired by `now`. Returns how many.
+    async fn dpop_proofs_prune(&self, now: i64) -> DbResult<u64>;
+
     /// Wakes event followers when new events may be readable (PostgreSQL
     /// NOTIFY). Only a hint: followers also poll, because notifications are
     /// lost while the listening connection is down.

@@ -1344,6 +1344,29 @@ impl MetadataStore for PostgresStore {
             .map_err(err)
     }
 
+    async fn dpop_proof_claim(&self, key: &str, expires_at: i64, now: i64) -> DbResult<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO dpop_proofs (proof_key, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (proof_key) DO UPDATE SET expires_at = excluded.expires_at
+                 WHERE dpop_proofs.expires_at < $3",
+                &[&key, &expires_at, &now],
+            )
+            .await
+            .map_err(err)?;
+        Ok(n == 1)
+    }
+
+    async fn dpop_proofs_prune(&self, now: i64) -> DbResult<u64> {
+        self.client()
+            .await?
+            .execute("DELETE FROM dpop_proofs WHERE expires_at < $1", &[&now])
+            .await
+            .map_err(err)
+    }
+
     async fn blob_get(&self, storage_id: &str, hash: &str) -> DbResult<Option<BlobRecord>> {
         let row = self
             .client()

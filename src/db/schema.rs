@@ -41,18 +41,20 @@ pub const SQLITE: &[SchemaFile] = schema!(
     1 => "0001_initial",
     2 => "0002_followers",
     3 => "0003_subscriptions",
-    4 => "0004_migrations"
+    4 => "0004_migrations",
+    5 => "0005_dpop_proofs"
 );
 pub const POSTGRES: &[SchemaFile] = schema!(
     "postgres",
     1 => "0001_initial",
     2 => "0002_followers",
     3 => "0003_subscriptions",
-    4 => "0004_migrations"
+    4 => "0004_migrations",
+    5 => "0005_dpop_proofs"
 );
 
 /// The newest schema this binary knows. Both backends move in step.
-pub const LATEST: i64 = 4;
+pub const LATEST: i64 = 5;
 
 /// A row of `schema_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1240,6 +1240,30 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn dpop_proof_claim(&self, key: &str, expires_at: i64, now: i64) -> DbResult<bool> {
+        let key = key.to_string();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO dpop_proofs (proof_key, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT (proof_key) DO UPDATE SET expires_at = excluded.expires_at
+                 WHERE dpop_proofs.expires_at < ?3",
+                params![key, expires_at, now],
+            )
+            .map(|n| n == 1)
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn dpop_proofs_prune(&self, now: i64) -> DbResult<u64> {
+        self.write(move |c| {
+            c.execute("DELETE FROM dpop_proofs WHERE expires_at < ?1", [now])
+                .map(|n| n as u64)
+                .map_err(err)
+        })
+        .await
+    }
+
     async fn blob_get(&self, storage_id: &str, hash: &str) -> DbResult<Option<BlobRecord>> {
         let (storage, hash) = (storage_id.to_string(), hash.to_string());
         self.read(move |c| {

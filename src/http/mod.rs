@@ -2,6 +2,7 @@
 //! the server loop with graceful shutdown.
 
 pub mod admin;
+pub mod auth;
 pub mod cors;
 pub mod migrate;
 pub mod proxy;
@@ -54,8 +55,15 @@ pub fn router(app: Arc<App>) -> Router {
             "/.notifications/{kind}/{id}",
             get(crate::notify::ws::connect).delete(crate::notify::http::unsubscribe),
         )
+        .route(auth::WHOAMI_PATH, get(auth::whoami))
         .fallback(routing::route)
         .layer(axum::extract::DefaultBodyLimit::disable())
+        // Inside CORS, so a refusal carries the CORS headers a browser
+        // needs to show it.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn(cors::cors))
         // A proxied response keeps the owner's name.
         .layer(SetResponseHeaderLayer::if_not_present(SERVED_BY, served_by))

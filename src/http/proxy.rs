@@ -93,6 +93,7 @@ pub async fn forward(
     mut headers: HeaderMap,
     body: Body,
     client_addr: Option<SocketAddr>,
+    credentials: &crate::auth::Credentials,
 ) -> Result<Response, Response> {
     strip_connection_headers(&mut headers);
     // Nothing a client sends may pass for a node's word.
@@ -141,6 +142,11 @@ pub async fn forward(
     set(&mut headers, signature::HOP, "1");
     set(&mut headers, signature::FROM, &app.node.id);
     set(&mut headers, signature::TO, &owner.node_id);
+    // The owner authorises the caller this node verified.
+    let agent = credentials.to_header();
+    if !agent.is_empty() {
+        set(&mut headers, crate::auth::FORWARDED_AGENT, &agent);
+    }
     let url = format!(
         "http://{}{path_and_query}",
         SocketAddr::new(
@@ -175,6 +181,7 @@ pub async fn forward(
             forwarded_proto: &forwarded_proto,
             session: session_id,
             offer,
+            agent: &agent,
         };
         let sig = match &auth {
             session::Auth::Sign { .. } => signed.sign(&app.node.key),
@@ -316,6 +323,8 @@ pub struct Verified {
     /// The `X-Xpod-Session-Accept` value to answer with, when the sender
     /// offered a session.
     pub accept: Option<String>,
+    /// The caller, as the forwarding node verified it.
+    pub credentials: crate::auth::Credentials,
 }
 
 /// Why [`verify`] refused a request.
@@ -408,6 +417,7 @@ pub async fn verify(
         forwarded_proto: get("x-forwarded-proto"),
         session: session_id,
         offer,
+        agent: get(crate::auth::FORWARDED_AGENT),
     };
     if !session_id.is_empty() {
         let Some(key) = app.sessions.key(session_id, from) else {
@@ -442,8 +452,10 @@ pub async fn verify(
     } else {
         Some(app.sessions.accept(from, to, offer)?)
     };
+    let credentials = crate::auth::Credentials::from_header(get(crate::auth::FORWARDED_AGENT))?;
     Ok(Verified {
         from: from.to_string(),
         accept,
+        credentials,
     })
 }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::proxy;
 use crate::app::App;
+use crate::auth::Credentials;
 use crate::cluster::placement;
 use crate::ldp::{self, error::LdpError};
 
@@ -31,9 +32,19 @@ pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
     };
     let forwarded = headers.contains_key(crate::cluster::signature::HOP);
     let mut accept = None;
+    // A client's request was authenticated by `super::auth`; a forwarded
+    // one carries what the forwarding node verified.
+    let mut credentials = parts
+        .extensions
+        .get::<Credentials>()
+        .cloned()
+        .unwrap_or_default();
     if forwarded {
         match proxy::verify(&app, &method, &uri, &headers).await {
-            Ok(v) => accept = v.accept,
+            Ok(v) => {
+                accept = v.accept;
+                credentials = v.credentials;
+            }
             Err(why) => {
                 app.metrics
                     .node_auth
@@ -44,7 +55,14 @@ pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
             }
         }
     }
-    let mut resp = route_verified(&app, method, uri, headers, body, client_addr, &target).await;
+    let request = Routed {
+        method,
+        uri,
+        headers,
+        client_addr,
+        credentials,
+    };
+    let mut resp = route_verified(&app, request, body, &target).await;
     if let Some(accept) = accept
         && let Ok(v) = axum::http::HeaderValue::from_str(&accept)
     {
@@ -54,15 +72,28 @@ pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
     resp
 }
 
-async fn route_verified(
-    app: &Arc<App>,
+/// A request whose sender was checked, and who it acts for.
+struct Routed {
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
-    body: axum::body::Body,
     client_addr: Option<std::net::SocketAddr>,
+    credentials: Credentials,
+}
+
+async fn route_verified(
+    app: &Arc<App>,
+    request: Routed,
+    body: axum::body::Body,
     target: &ldp::target::Target,
 ) -> Response {
+    let Routed {
+        method,
+        uri,
+        headers,
+        client_addr,
+        credentials,
+    } = request;
     let forwarded = headers.contains_key(crate::cluster::signature::HOP);
     let has_body = headers.contains_key(axum::http::header::CONTENT_LENGTH)
         || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
@@ -112,6 +143,9 @@ async fn route_verified(
         };
         if pod.node_id == app.node.id {
             let body = body.take().unwrap_or_default();
+            if let Some(agent) = credentials.agent() {
+                tracing::debug!(pod = %target.pod, webid = %agent.webid, "serving an authenticated request");
+            }
             return ldp::serve(app, target, method, headers, body).await;
         }
         if let Some((owner, resp)) = failed_owner.take() {
@@ -165,6 +199,7 @@ async fn route_verified(
             headers.clone(),
             body.take().unwrap_or_default(),
             client_addr,
+            &credentials,
         )
         .await
         {

@@ -218,17 +218,7 @@ pub async fn status_error(method: &str, url: &str, resp: reqwest::Response) -> W
     }
 }
 
-/// An error with its chain of causes, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use crate::outbound::error_chain;
 
 #[cfg(test)]
 mod tests {

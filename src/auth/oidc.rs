@@ -1,0 +1,633 @@
+//! Solid-OIDC access tokens: the resource server's side. A request that
+//! carries `Authorization: DPoP <token>` and a `DPoP` proof is checked in
+//! this order, cheapest first, so a bad request costs no fetch:
+//!
+//! 1. the token's shape, algorithm, claims and times (`aud` includes
+//!    `solid`, `exp`/`iat` within the clock skew, `cnf.jkt` present);
+//! 2. the proof ([`super::dpop`]): its own signature, `htm`, `htu`, `iat`,
+//!    `ath`, and that its key is the one `cnf.jkt` names;
+//! 3. the WebID document lists the token's issuer as `solid:oidcIssuer`;
+//! 4. the token's signature, with the issuer's keys (discovery, then JWKS);
+//! 5. the proof's `jti` was never used before, anywhere in the cluster:
+//!    claimed in the metadata store, kept until the proof is too old anyway.
+//!
+//! WebID documents, discovery documents and key sets are fetched through
+//! the outbound policy ([`crate::outbound`]): size, time and redirect
+//! limits, no internal address unless the operator allows it, and `https`
+//! unless the address is one the operator allowed. They are cached with a
+//! time and a count limit. Failures are cached briefly too, so a dead
+//! WebID server is not asked again for every request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::Value;
+use url::Url;
+
+use super::{Agent, dpop, jose};
+use crate::db::Db;
+use crate::outbound::{Policy, error_chain};
+
+/// The `solid:oidcIssuer` predicate.
+const OIDC_ISSUER: &str = "http://www.w3.org/ns/solid/terms#oidcIssuer";
+/// How long a fetch of a WebID or issuer document may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Redirects followed for one document.
+const MAX_REDIRECTS: usize = 3;
+const MAX_WEBID_BYTES: usize = 256 * 1024;
+const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+const MAX_KEYS: usize = 32;
+/// WebID documents: how long their issuers are trusted without asking again.
+const WEBID_TTL: Duration = Duration::from_secs(120);
+/// Issuers' key sets.
+const ISSUER_TTL: Duration = Duration::from_secs(600);
+/// A failed fetch is not tried again for this long.
+const FAILURE_TTL: Duration = Duration::from_secs(10);
+/// A key set is fetched again for an unknown `kid` (a rotation) at most this often.
+const REFETCH_AFTER: Duration = Duration::from_secs(30);
+const MAX_WEBIDS: usize = 10_000;
+const MAX_ISSUERS: usize = 1_000;
+/// Spent replay records are deleted this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The verifier's settings (`CSS_OIDC_CLOCK_SKEW`, `CSS_DPOP_MAX_AGE`,
+/// `CSS_DPOP_REQUIRE_ATH`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Clock difference allowed with issuers and clients.
+    pub skew: Duration,
+    /// How old a DPoP proof may be (plus the skew).
+    pub proof_max_age: Duration,
+    /// Refuse proofs without `ath`.
+    pub require_ath: bool,
+}
+
+/// Why a request's credentials were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The access token (or the scheme it came with) is unacceptable.
+    Token(String),
+    /// The DPoP proof is missing or unacceptable.
+    Proof(String),
+    /// The check could not be made (the replay store is unreachable).
+    Unavailable(String),
+}
+
+impl Failure {
+    pub fn description(&self) -> &str {
+        match self {
+            Failure::Token(d) | Failure::Proof(d) | Failure::Unavailable(d) => d,
+        }
+    }
+}
+
+/// Text safe inside a quoted-string of `WWW-Authenticate`.
+fn quoted(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (status, error) = match &self {
+            Failure::Token(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Failure::Proof(_) => (StatusCode::UNAUTHORIZED, "invalid_dpop_proof"),
+            Failure::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ""),
+        };
+        let description = quoted(self.description());
+        let mut resp = (status, format!("{description}\n")).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if error.is_empty() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        } else {
+            let challenge = format!(
+                "DPoP error=\"{error}\", error_description=\"{description}\", algs=\"{}\"",
+                jose::ALGORITHMS
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        resp
+    }
+}
+
+/// A request's credentials, as presented.
+#[derive(Debug)]
+pub struct Presented<'a> {
+    /// The `Authorization` header.
+    pub authorization: &'a str,
+    /// Every `DPoP` header.
+    pub proofs: Vec<&'a str>,
+    pub method: &'a str,
+    /// The canonical URL the client addressed.
+    pub url: &'a Url,
+}
+
+/// Entries that expire, at most `cap` of them.
+struct TtlCache<V> {
+    map: Mutex<HashMap<String, (Instant, V)>>,
+    cap: usize,
+}
+
+impl<V: Clone> TtlCache<V> {
+    fn new(cap: usize) -> Self {
+        TtlCache {
+            map: Mutex::new(HashMap::new()),
+            cap,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<V> {
+        let map = self.map.lock().expect("cache lock");
+        map.get(key)
+            .filter(|(until, _)| *until > Instant::now())
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: &str, value: V, ttl: Duration) {
+        let now = Instant::now();
+        let mut map = self.map.lock().expect("cache lock");
+        if map.len() >= self.cap && !map.contains_key(key) {
+            map.retain(|_, (until, _)| *until > now);
+            if map.len() >= self.cap
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, (until, _))| *until)
+                    .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(key.to_string(), (now + ttl, value));
+    }
+}
+
+/// One usable key of an issuer.
+#[derive(Debug)]
+struct IssuerKey {
+    kid: Option<String>,
+    alg: Option<String>,
+    key: jose::PublicKey,
+}
+
+#[derive(Debug)]
+struct KeySet {
+    keys: Vec<IssuerKey>,
+    fetched: Instant,
+}
+
+/// Checks Solid-OIDC access tokens and their DPoP proofs.
+pub struct Verifier {
+    settings: Settings,
+    policy: Policy,
+    client: reqwest::Client,
+    webids: TtlCache<Result<Arc<Vec<String>>, String>>,
+    issuers: TtlCache<Result<Arc<KeySet>, String>>,
+    last_prune: Mutex<Instant>,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Issuer URLs name the same issuer with or without a trailing slash.
+fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+impl Verifier {
+    pub fn new(settings: Settings, policy: Policy) -> Verifier {
+        Verifier {
+            settings,
+            client: policy.client(FETCH_TIMEOUT),
+            policy,
+            webids: TtlCache::new(MAX_WEBIDS),
+            issuers: TtlCache::new(MAX_ISSUERS),
+            last_prune: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Checks the presented credentials; the agent they prove, or why not.
+    pub async fn verify(&self, db: &Db, req: Presented<'_>) -> Result<Agent, Failure> {
+        let token = Failure::Token;
+        let (scheme, access_token) = req
+            .authorization
+            .trim()
+            .split_once(' ')
+            .map(|(s, t)| (s, t.trim()))
+            .ok_or_else(|| token("the Authorization header has no credentials".into()))?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Err(token(
+                "Solid-OIDC access tokens must be DPoP-bound: send Authorization: DPoP <token> with a DPoP proof"
+                    .into(),
+            ));
+        }
+        if !scheme.eq_ignore_ascii_case("dpop") {
+            return Err(token(format!(
+                "the authorization scheme {scheme:?} is not supported here (use DPoP)"
+            )));
+        }
+        let jws = jose::parse(access_token)
+            .map_err(|e| token(format!("the access token is malformed: {e}")))?;
+        let alg = jws.alg().map_err(|e| token(format!("access token: {e}")))?;
+        if jws
+            .header_str("typ")
+            .is_some_and(|t| t.eq_ignore_ascii_case("dpop+jwt"))
+        {
+            return Err(token("a DPoP proof is not an access token".into()));
+        }
+        let claim = |name: &str| {
+            jws.claim_str(name)
+                .ok_or_else(|| token(format!("the access token has no {name} claim")))
+        };
+        let issuer = claim("iss")?;
+        let webid = claim("webid")?;
+        let audience_ok = match jws.claims.get("aud") {
+            Some(Value::String(a)) => a == "solid",
+            Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some("solid")),
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(token(
+                "the access token's aud does not include \"solid\"".into(),
+            ));
+        }
+        let exp = jws
+            .claim_secs("exp")
+            .ok_or_else(|| token("the access token has no numeric exp claim".into()))?;
+        let iat = jws
+            .claim_secs("iat")
+            .ok_or_else(|| token("the access token has no numeric iat claim".into()))?;
+        let now = now_secs();
+        let skew = self.settings.skew.as_secs() as i64;
+        if now > exp + skew {
+            return Err(token(format!(
+                "the access token expired {} s ago; get a new one",
+                now - exp
+            )));
+        }
+        if iat > now + skew {
+            return Err(token(
+                "the access token was issued in the future (check the clocks)".into(),
+            ));
+        }
+        let jkt = jws
+            .claims
+            .get("cnf")
+            .and_then(|c| c.get("jkt"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                token("the access token is not DPoP-bound (it has no cnf.jkt)".into())
+            })?;
+        let client_id = jws
+            .claim_str("client_id")
+            .or_else(|| jws.claim_str("azp"))
+            .map(str::to_string);
+
+        let proof = match req.proofs.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(Failure::Proof(
+                    "the request has no DPoP header: a DPoP-bound token needs a fresh proof".into(),
+                ));
+            }
+            _ => {
+                return Err(Failure::Proof(
+                    "the request has more than one DPoP header".into(),
+                ));
+            }
+        };
+        let proof = dpop::check(
+            proof,
+            &dpop::Expected {
+                method: req.method,
+                url: req.url,
+                access_token,
+                jkt,
+                now,
+                max_age: self.settings.proof_max_age.as_secs() as i64,
+                skew,
+                require_ath: self.settings.require_ath,
+            },
+        )
+        .map_err(Failure::Proof)?;
+
+        let listed = self.issuers_of(webid).await.map_err(token)?;
+        if !listed.iter().any(|i| same_issuer(i, issuer)) {
+            return Err(token(format!(
+                "the issuer {issuer} is not listed as solid:oidcIssuer in the WebID document of {webid}"
+            )));
+        }
+        self.check_signature(issuer, &jws, alg)
+            .await
+            .map_err(token)?;
+        self.claim(db, jkt, &proof).await?;
+        Ok(Agent {
+            webid: webid.to_string(),
+            client_id,
+            issuer: issuer.to_string(),
+        })
+    }
+
+    /// Records the proof as used, cluster-wide; refuses it if it was.
+    async fn claim(&self, db: &Db, jkt: &str, proof: &dpop::Proof) -> Result<(), Failure> {
+        let skew = self.settings.skew.as_secs() as i64;
+        let max_age = self.settings.proof_max_age.as_secs() as i64;
+        // The proof is refused as too old after iat + max_age + skew by
+        // this node's clock; another node's clock may lag by up to the skew.
+        let keep_until = (proof.iat + max_age + 2 * skew + 1) * 1000;
+        let key = jose::sha256_b64(&format!("{jkt}\n{}", proof.jti));
+        let now = crate::db::now_ms();
+        let fresh = db
+            .dpop_proof_claim(&key, keep_until, now)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot record a DPoP proof");
+                Failure::Unavailable(
+                    "cannot check the DPoP proof against replays right now; try again shortly"
+                        .into(),
+                )
+            })?;
+        let prune = {
+            let mut last = self.last_prune.lock().expect("prune lock");
+            if last.elapsed() >= PRUNE_EVERY {
+                *last = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if prune {
+            let db = db.clone();
+            tokio::spawn(async move {
+                if let Err(e) = db.dpop_proofs_prune(crate::db::now_ms()).await {
+                    tracing::warn!(error = %e, "cannot prune spent DPoP proofs");
+                }
+            });
+        }
+        if fresh {
+            Ok(())
+        } else {
+            Err(Failure::Proof(
+                "this DPoP proof was used before (its jti is replayed); make a new proof for every request"
+                    .into(),
+            ))
+        }
+    }
+
+    /// The issuers a WebID document lists.
+    async fn issuers_of(&self, webid: &str) -> Result<Arc<Vec<String>>, String> {
+        if let Some(cached) = self.webids.get(webid) {
+            return cached;
+        }
+        let result = self.fetch_issuers(webid).await.map(Arc::new);
+        let ttl = if result.is_ok() {
+            WEBID_TTL
+        } else {
+            FAILURE_TTL
+        };
+        self.webids.put(webid, result.clone(), ttl);
+        result
+    }
+
+    async fn fetch_issuers(&self, webid: &str) -> Result<Vec<String>, String> {
+        let unreachable =
+            |why: String| format!("the WebID document of {webid} is unreachable: {why}");
+        let mut doc = Url::parse(webid).map_err(|_| format!("the webid {webid:?} is not a URL"))?;
+        doc.set_fragment(None);
+        let (url, content_type, bytes) = self
+            .fetch(
+                doc.as_str(),
+                "text/turtle, application/ld+json;q=0.9, application/n-triples;q=0.8",
+                MAX_WEBID_BYTES,
+            )
+            .await
+            .map_err(unreachable)?;
+        let syntax = content_type
+            .as_deref()
+            .and_then(crate::rdf::input_syntax)
+            .unwrap_or(crate::rdf::Syntax::Turtle);
+        let triples = crate::rdf::parse(&bytes, syntax, url.as_str())
+            .map_err(|e| format!("the WebID document of {webid} is not valid RDF: {e}"))?;
+        Ok(triples
+            .iter()
+            .filter(|t| {
+                t.predicate.as_str() == OIDC_ISSUER
+                    && matches!(&t.subject, oxigraph::model::NamedOrBlankNode::NamedNode(n) if n.as_str() == webid)
+            })
+            .filter_map(|t| match &t.object {
+                oxigraph::model::Term::NamedNode(n) => Some(n.as_str().to_string()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Verifies the token's signature with one of the issuer's keys.
+    async fn check_signature(
+        &self,
+        issuer: &str,
+        jws: &jose::Jws<'_>,
+        alg: jose::Alg,
+    ) -> Result<(), String> {
+        let kid = jws.header_str("kid");
+        let alg_name = jws.header_str("alg").unwrap_or_default();
+        let candidates = |set: &KeySet| -> Vec<jose::PublicKey> {
+            set.keys
+                .iter()
+                .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
+                .filter(|k| k.alg.as_deref().is_none_or(|a| a == alg_name))
+                .filter(|k| k.key.fits(alg))
+                .map(|k| k.key.clone())
+                .collect()
+        };
+        let mut set = self.keys(issuer, false).await?;
+        let mut keys = candidates(&set);
+        if keys.is_empty() && set.fetched.elapsed() >= REFETCH_AFTER {
+            // The issuer may have rotated its keys since we fetched them.
+            set = self.keys(issuer, true).await?;
+            keys = candidates(&set);
+        }
+        if keys.is_empty() {
+            return Err(format!(
+                "the issuer {issuer} publishes no {alg_name} key{}",
+                kid.map(|k| format!(" with kid {k:?}")).unwrap_or_default()
+            ));
+        }
+        let input = jws.signing_input.as_bytes();
+        if keys
+            .iter()
+            .any(|k| k.verify(alg, input, &jws.signature).is_ok())
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "the access token's signature does not verify with the keys of {issuer}"
+            ))
+        }
+    }
+
+    async fn keys(&self, issuer: &str, refresh: bool) -> Result<Arc<KeySet>, String> {
+        if !refresh && let Some(cached) = self.issuers.get(issuer) {
+            return cached;
+        }
+        let result = self.fetch_keys(issuer).await.map(Arc::new);
+        let ttl = if result.is_ok() {
+            ISSUER_TTL
+        } else {
+            FAILURE_TTL
+        };
+        self.issuers.put(issuer, result.clone(), ttl);
+        result
+    }
+
+    async fn fetch_keys(&self, issuer: &str) -> Result<KeySet, String> {
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let (_, _, bytes) = self
+            .fetch(&discovery, "application/json", MAX_DISCOVERY_BYTES)
+            .await
+            .map_err(|e| format!("cannot read the issuer's discovery document: {e}"))?;
+        let config: Value =
+            serde_json::from_slice(&bytes).map_err(|_| format!("{discovery} is not JSON"))?;
+        match config.get("issuer").and_then(Value::as_str) {
+            Some(named) if same_issuer(named, issuer) => {}
+            _ => return Err(format!("{discovery} does not name {issuer} as its issuer")),
+        }
+        let jwks_uri = config
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{discovery} has no jwks_uri"))?;
+        let (_, _, bytes) = self
+            .fetch(
+                jwks_uri,
+                "application/jwk-set+json, application/json",
+                MAX_JWKS_BYTES,
+            )
+            .await
+            .map_err(|e| format!("cannot read the issuer's keys: {e}"))?;
+        let set: Value =
+            serde_json::from_slice(&bytes).map_err(|_| format!("{jwks_uri} is not JSON"))?;
+        let keys = set
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("{jwks_uri} is not a JWK set"))?
+            .iter()
+            .take(MAX_KEYS)
+            .filter_map(Value::as_object)
+            .filter(|k| {
+                k.get("use")
+                    .and_then(Value::as_str)
+                    .is_none_or(|u| u == "sig")
+            })
+            .filter_map(|k| {
+                Some(IssuerKey {
+                    kid: k.get("kid").and_then(Value::as_str).map(str::to_string),
+                    alg: k.get("alg").and_then(Value::as_str).map(str::to_string),
+                    key: jose::public_key(k).ok()?,
+                })
+            })
+            .collect();
+        Ok(KeySet {
+            keys,
+            fetched: Instant::now(),
+        })
+    }
+
+    /// Whether a URL may be fetched: the outbound policy, and `https`
+    /// unless the host is an address the operator allowed.
+    fn allowed(&self, url: &str) -> Result<Url, String> {
+        let parsed = self.policy.check_url(url)?;
+        if parsed.scheme() == "http" {
+            let allowed_address = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => self.policy.allows(ip.into()),
+                Some(url::Host::Ipv6(ip)) => self.policy.allows(ip.into()),
+                Some(url::Host::Domain(d)) => {
+                    d.eq_ignore_ascii_case("localhost") && self.policy.allows([127, 0, 0, 1].into())
+                }
+                None => false,
+            };
+            if !allowed_address {
+                return Err(format!(
+                    "{url} is not https (plain http is accepted only for addresses in CSS_OUTBOUND_ALLOWED_NETWORKS)"
+                ));
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// GETs a document with the size, time and redirect limits; returns
+    /// the final URL, the content type and the bytes.
+    async fn fetch(
+        &self,
+        url: &str,
+        accept: &str,
+        limit: usize,
+    ) -> Result<(Url, Option<String>, Vec<u8>), String> {
+        let mut current = self.allowed(url)?;
+        for _ in 0..=MAX_REDIRECTS {
+            let resp = self
+                .client
+                .get(current.clone())
+                .header(header::ACCEPT, accept)
+                .send()
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let status = resp.status();
+            if status.is_redirection() {
+                let location = resp
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| format!("{current} redirects without a Location"))?;
+                let next = current
+                    .join(location)
+                    .map_err(|_| format!("{current} redirects to an invalid URL"))?;
+                current = self.allowed(next.as_str())?;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(format!("{current} answered {status}"));
+            }
+            if resp.content_length().is_some_and(|n| n > limit as u64) {
+                return Err(format!("{current} is larger than {limit} bytes"));
+            }
+            let content_type = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let mut body = Vec::new();
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| error_chain(&e))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(format!("{current} is larger than {limit} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            return Ok((current, content_type, body));
+        }
+        Err(format!("{url} redirects more than {MAX_REDIRECTS} times"))
+    }
+}

@@ -1,0 +1,185 @@
+//! Authentication of client requests. Every request that carries an
+//! `Authorization` header, except the node and administrator routes under
+//! `/.cluster/` (which have credentials of their own) and requests
+//! forwarded by another node (which carry the identity that node verified,
+//! under its signature), is checked by the Solid-OIDC verifier
+//! ([`crate::auth::oidc`]). A request passes on with its [`Credentials`]
+//! as a request extension; a refused one gets 401 and a `DPoP` challenge
+//! that says what was wrong. Requests without credentials stay anonymous.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::{IntoResponse, Response};
+use url::Url;
+
+use crate::app::App;
+use crate::auth::Credentials;
+use crate::auth::oidc::Presented;
+use crate::config::Config;
+
+/// The path that tells a client who the server takes it for.
+pub const WHOAMI_PATH: &str = "/.auth/whoami";
+
+pub async fn authenticate(
+    State(app): State<Arc<App>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path().starts_with("/.cluster/")
+        || req.headers().contains_key(crate::cluster::signature::HOP)
+    {
+        return next.run(req).await;
+    }
+    let credentials = match req.headers().get(header::AUTHORIZATION) {
+        None => Credentials::Anonymous,
+        Some(value) => {
+            let Ok(authorization) = value.to_str() else {
+                return crate::auth::oidc::Failure::Token(
+                    "the Authorization header is not ASCII".into(),
+                )
+                .into_response();
+            };
+            let url = canonical_url(&app.config, req.uri(), req.headers());
+            let proofs: Vec<&str> = req
+                .headers()
+                .get_all("dpop")
+                .iter()
+                .map(|v| v.to_str().unwrap_or_default())
+                .collect();
+            let presented = Presented {
+                authorization,
+                proofs,
+                method: req.method().as_str(),
+                url: &url,
+            };
+            match app.oidc.verify(&app.db, presented).await {
+                Ok(agent) => {
+                    app.metrics
+                        .oidc
+                        .accepted
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Credentials::Agent(agent)
+                }
+                Err(failure) => {
+                    app.metrics
+                        .oidc
+                        .refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(
+                        method = %req.method(),
+                        path = req.uri().path(),
+                        reason = failure.description(),
+                        "refused a request's credentials"
+                    );
+                    return failure.into_response();
+                }
+            }
+        }
+    };
+    req.extensions_mut().insert(credentials);
+    next.run(req).await
+}
+
+/// The URL the client addressed, as a DPoP proof's `htu` must name it:
+/// this server's scheme, the `Host` the client sent when it is the base
+/// URL's (or, with pod subdomains, a pod's), and the path. A `Host` that
+/// is not this server's is replaced by the base URL's, so a proof made
+/// for another server never matches.
+pub fn canonical_url(config: &Config, uri: &Uri, headers: &HeaderMap) -> Url {
+    let base = &config.base_url;
+    let scheme = base.scheme();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| Url::parse(&format!("{scheme}://{h}/")).ok())
+        .filter(|sent| {
+            sent.port_or_known_default() == base.port_or_known_default()
+                && match (sent.host_str(), base.host_str()) {
+                    (Some(s), Some(b)) => {
+                        s == b
+                            || (config.pod_subdomains
+                                && s.strip_suffix(b)
+                                    .and_then(|p| p.strip_suffix('.'))
+                                    .is_some_and(|p| crate::pod::validate_name(p).is_ok()))
+                    }
+                    _ => false,
+                }
+        });
+    let mut url = host.unwrap_or_else(|| base.clone());
+    url.set_path(uri.path());
+    url
+}
+
+/// `GET /.auth/whoami`: the agent this request authenticated as, or
+/// `{"webId": null}` for an anonymous one.
+pub async fn whoami(axum::Extension(credentials): axum::Extension<Credentials>) -> Response {
+    let body = match credentials {
+        Credentials::Anonymous => serde_json::json!({"webId": null}),
+        Credentials::Agent(agent) => serde_json::to_value(agent).unwrap_or_default(),
+    };
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(base: &str, subdomains: bool) -> Config {
+        let mut c = Config::from_parts(
+            &Default::default(),
+            &[
+                ("CSS_BASE_URL".to_string(), base.to_string()),
+                (
+                    "CSS_ROOT_FILE_PATH".to_string(),
+                    "/tmp/xpod-unused".to_string(),
+                ),
+            ],
+        )
+        .unwrap();
+        c.pod_subdomains = subdomains;
+        c
+    }
+
+    fn url(c: &Config, host: &str, path: &str) -> String {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().unwrap());
+        canonical_url(c, &path.parse().unwrap(), &h).to_string()
+    }
+
+    #[test]
+    fn the_canonical_url_is_this_servers() {
+        let c = config("http://pods.example:3000/", false);
+        assert_eq!(
+            url(&c, "pods.example:3000", "/alice/x?q=1"),
+            "http://pods.example:3000/alice/x"
+        );
+        assert_eq!(
+            url(&c, "PODS.example:3000", "/alice/"),
+            "http://pods.example:3000/alice/"
+        );
+        // Another server's name never becomes part of the URL.
+        assert_eq!(
+            url(&c, "evil.example:3000", "/alice/x"),
+            "http://pods.example:3000/alice/x"
+        );
+        assert_eq!(
+            url(&c, "alice.pods.example:3000", "/x"),
+            "http://pods.example:3000/x"
+        );
+        let sub = config("https://pods.example/", true);
+        assert_eq!(
+            url(&sub, "alice.pods.example", "/x"),
+            "https://alice.pods.example/x"
+        );
+        assert_eq!(
+            url(&sub, "alice.pods.example:443", "/x"),
+            "https://alice.pods.example/x"
+        );
+        assert_eq!(
+            url(&sub, "a.b.pods.example", "/x"),
+            "https://pods.example/x"
+        );
+    }
+}
