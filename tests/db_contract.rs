@@ -106,6 +106,95 @@ async fn contract(db: Db) {
     assert_eq!(db.dpop_proofs_prune(4_500).await.unwrap(), 1);
     assert!(!db.dpop_proof_claim("proof-2", 6_000, 4_500).await.unwrap());
 
+    // Identity-provider records: by id, by unique key, by account; unique
+    // keys are unique per kind; expired records are invisible, then pruned.
+    let rec = |kind: &str, id: &str, account: Option<&str>, key: Option<&str>, exp: Option<i64>| {
+        xpod::db::IdpRecord {
+            kind: kind.into(),
+            id: id.into(),
+            account_id: account.map(Into::into),
+            unique_key: key.map(Into::into),
+            data: format!("{{\"id\":\"{id}\"}}"),
+            expires_at: exp,
+            created_at: 10,
+        }
+    };
+    db.record_insert(&rec("password", "p1", Some("acc1"), Some("a@x.org"), None))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.record_insert(&rec("password", "p2", Some("acc2"), Some("a@x.org"), None))
+            .await,
+        Err(DbError::Conflict(_))
+    ));
+    assert!(matches!(
+        db.record_insert(&rec("password", "p1", Some("acc2"), None, None))
+            .await,
+        Err(DbError::Conflict(_))
+    ));
+    // Another kind may use the same key and id.
+    db.record_insert(&rec("webid", "p1", Some("acc1"), Some("a@x.org"), None))
+        .await
+        .unwrap();
+    db.record_insert(&rec("password", "p3", Some("acc1"), None, Some(100)))
+        .await
+        .unwrap();
+    let found = db
+        .record_find("password", "a@x.org", 50)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found,
+        rec("password", "p1", Some("acc1"), Some("a@x.org"), None)
+    );
+    assert!(db.record_get("password", "p3", 99).await.unwrap().is_some());
+    assert!(
+        db.record_get("password", "p3", 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ids = |v: Vec<xpod::db::IdpRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(db.record_list("password", Some("acc1"), 50).await.unwrap()),
+        ["p1", "p3"]
+    );
+    assert_eq!(
+        ids(db.record_list("password", Some("acc1"), 150).await.unwrap()),
+        ["p1"]
+    );
+    assert_eq!(
+        ids(db.record_list("password", None, 50).await.unwrap()),
+        ["p1", "p3"]
+    );
+    let mut changed = rec("password", "p1", Some("acc1"), Some("a@x.org"), Some(500));
+    changed.data = "{}".into();
+    assert!(db.record_update(&changed).await.unwrap());
+    assert_eq!(
+        db.record_get("password", "p1", 50)
+            .await
+            .unwrap()
+            .unwrap()
+            .data,
+        "{}"
+    );
+    assert!(
+        !db.record_update(&rec("password", "nope", None, None, None))
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.records_prune(200).await.unwrap(), 1);
+    assert!(db.record_delete("password", "p1").await.unwrap());
+    assert!(!db.record_delete("password", "p1").await.unwrap());
+    assert!(
+        db.record_find("password", "a@x.org", 50)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(db.record_get("webid", "p1", 50).await.unwrap().is_some());
+
     // Pods: unique name and base URL, listed in name order.
     db.pod_create(&pod("bob", "b")).await.unwrap();
     db.pod_create(&pod("alice", "a")).await.unwrap();

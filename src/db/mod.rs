@@ -387,6 +387,34 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Deletes proof records expired by `now`. Returns how many.
     async fn dpop_proofs_prune(&self, now: i64) -> DbResult<u64>;
 
+    /// Stores a new identity-provider record. `Conflict` if its id, or its
+    /// unique key, is taken by a record of the same kind (even an expired
+    /// one not yet pruned).
+    async fn record_insert(&self, record: &IdpRecord) -> DbResult<()>;
+    /// Replaces the data and expiry of a record; false if there is none.
+    async fn record_update(&self, record: &IdpRecord) -> DbResult<bool>;
+    /// A record by kind and id, unless it expired by `now`.
+    async fn record_get(&self, kind: &str, id: &str, now: i64) -> DbResult<Option<IdpRecord>>;
+    /// A record by kind and unique key, unless it expired by `now`.
+    async fn record_find(
+        &self,
+        kind: &str,
+        unique_key: &str,
+        now: i64,
+    ) -> DbResult<Option<IdpRecord>>;
+    /// An account's live records of one kind, oldest first; with `account_id`
+    /// `None`, every live record of the kind.
+    async fn record_list(
+        &self,
+        kind: &str,
+        account_id: Option<&str>,
+        now: i64,
+    ) -> DbResult<Vec<IdpRecord>>;
+    /// Deletes a record; false if there was none.
+    async fn record_delete(&self, kind: &str, id: &str) -> DbResult<bool>;
+    /// Deletes records expired by `now`. Returns how many.
+    async fn records_prune(&self, now: i64) -> DbResult<u64>;
+
     /// Wakes event followers when new events may be readable (PostgreSQL
     /// NOTIFY). Only a hint: followers also poll, because notifications are
     /// lost while the listening connection is down.
@@ -552,6 +580,24 @@ pub struct WebhookItem {
     pub send_to: String,
     /// The channel's `accept` feature.
     pub accept: Option<String>,
+}
+
+/// A row of `idp_records`: one record of the identity provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpRecord {
+    /// What it is: "account", "password", "session", "webid", "pod",
+    /// "client", "key".
+    pub kind: String,
+    pub id: String,
+    /// The account it belongs to, if any.
+    pub account_id: Option<String>,
+    /// Unique among records of its kind (an email, a WebID), if set.
+    pub unique_key: Option<String>,
+    /// The record itself, as JSON.
+    pub data: String,
+    /// Unix ms after which it no longer exists.
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
 }
 
 /// A row of `subscriptions`: one Solid Notifications channel.

@@ -134,6 +134,20 @@ impl From<DbError> for TxError {
     }
 }
 
+const RECORD_COLUMNS: &str = "kind, id, account_id, unique_key, data, expires_at, created_at";
+
+fn record_row(r: &tokio_postgres::Row) -> IdpRecord {
+    IdpRecord {
+        kind: r.get(0),
+        id: r.get(1),
+        account_id: r.get(2),
+        unique_key: r.get(3),
+        data: r.get(4),
+        expires_at: r.get(5),
+        created_at: r.get(6),
+    }
+}
+
 fn err(e: tokio_postgres::Error) -> DbError {
     if let Some(db) = e.as_db_error() {
         if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
@@ -1363,6 +1377,127 @@ impl MetadataStore for PostgresStore {
         self.client()
             .await?
             .execute("DELETE FROM dpop_proofs WHERE expires_at < $1", &[&now])
+            .await
+            .map_err(err)
+    }
+
+    async fn record_insert(&self, record: &IdpRecord) -> DbResult<()> {
+        let r = record;
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO idp_records ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                &[
+                    &r.kind,
+                    &r.id,
+                    &r.account_id,
+                    &r.unique_key,
+                    &r.data,
+                    &r.expires_at,
+                    &r.created_at,
+                ],
+            )
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn record_update(&self, record: &IdpRecord) -> DbResult<bool> {
+        let r = record;
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE idp_records SET data = $3, expires_at = $4 WHERE kind = $1 AND id = $2",
+                &[&r.kind, &r.id, &r.data, &r.expires_at],
+            )
+            .await
+            .map_err(err)?;
+        Ok(n == 1)
+    }
+
+    async fn record_get(&self, kind: &str, id: &str, now: i64) -> DbResult<Option<IdpRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM idp_records WHERE kind = $1 AND id = $2
+                     AND (expires_at IS NULL OR expires_at > $3)"
+                ),
+                &[&kind, &id, &now],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(record_row))
+    }
+
+    async fn record_find(
+        &self,
+        kind: &str,
+        unique_key: &str,
+        now: i64,
+    ) -> DbResult<Option<IdpRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM idp_records WHERE kind = $1 AND unique_key = $2
+                     AND (expires_at IS NULL OR expires_at > $3)"
+                ),
+                &[&kind, &unique_key, &now],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(record_row))
+    }
+
+    async fn record_list(
+        &self,
+        kind: &str,
+        account_id: Option<&str>,
+        now: i64,
+    ) -> DbResult<Vec<IdpRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM idp_records WHERE kind = $1
+                     AND ($2::text IS NULL OR account_id = $2)
+                     AND (expires_at IS NULL OR expires_at > $3)
+                     ORDER BY created_at, id"
+                ),
+                &[&kind, &account_id, &now],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(record_row).collect())
+    }
+
+    async fn record_delete(&self, kind: &str, id: &str) -> DbResult<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM idp_records WHERE kind = $1 AND id = $2",
+                &[&kind, &id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(n == 1)
+    }
+
+    async fn records_prune(&self, now: i64) -> DbResult<u64> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM idp_records WHERE expires_at IS NOT NULL AND expires_at <= $1",
+                &[&now],
+            )
             .await
             .map_err(err)
     }

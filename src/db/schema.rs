@@ -42,7 +42,8 @@ pub const SQLITE: &[SchemaFile] = schema!(
     2 => "0002_followers",
     3 => "0003_subscriptions",
     4 => "0004_migrations",
-    5 => "0005_dpop_proofs"
+    5 => "0005_dpop_proofs",
+    6 => "0006_idp_records"
 );
 pub const POSTGRES: &[SchemaFile] = schema!(
     "postgres",
@@ -50,11 +51,12 @@ pub const POSTGRES: &[SchemaFile] = schema!(
     2 => "0002_followers",
     3 => "0003_subscriptions",
     4 => "0004_migrations",
-    5 => "0005_dpop_proofs"
+    5 => "0005_dpop_proofs",
+    6 => "0006_idp_records"
 );
 
 /// The newest schema this binary knows. Both backends move in step.
-pub const LATEST: i64 = 5;
+pub const LATEST: i64 = 6;
 
 /// A row of `schema_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,6 +44,20 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
 }
 
+const RECORD_COLUMNS: &str = "kind, id, account_id, unique_key, data, expires_at, created_at";
+
+fn record_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IdpRecord> {
+    Ok(IdpRecord {
+        kind: r.get(0)?,
+        id: r.get(1)?,
+        account_id: r.get(2)?,
+        unique_key: r.get(3)?,
+        data: r.get(4)?,
+        expires_at: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
 fn err(e: rusqlite::Error) -> DbError {
     match &e {
         rusqlite::Error::SqliteFailure(code, msg)
@@ -1260,6 +1274,130 @@ impl MetadataStore for SqliteStore {
             c.execute("DELETE FROM dpop_proofs WHERE expires_at < ?1", [now])
                 .map(|n| n as u64)
                 .map_err(err)
+        })
+        .await
+    }
+
+    async fn record_insert(&self, record: &IdpRecord) -> DbResult<()> {
+        let r = record.clone();
+        self.write(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO idp_records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    r.kind,
+                    r.id,
+                    r.account_id,
+                    r.unique_key,
+                    r.data,
+                    r.expires_at,
+                    r.created_at
+                ],
+            )
+            .map(|_| ())
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn record_update(&self, record: &IdpRecord) -> DbResult<bool> {
+        let r = record.clone();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE idp_records SET data = ?3, expires_at = ?4 WHERE kind = ?1 AND id = ?2",
+                params![r.kind, r.id, r.data, r.expires_at],
+            )
+            .map(|n| n == 1)
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn record_get(&self, kind: &str, id: &str, now: i64) -> DbResult<Option<IdpRecord>> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.read(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM idp_records WHERE kind = ?1 AND id = ?2
+                     AND (expires_at IS NULL OR expires_at > ?3)"
+                ),
+                params![kind, id, now],
+                record_row,
+            )
+            .optional()
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn record_find(
+        &self,
+        kind: &str,
+        unique_key: &str,
+        now: i64,
+    ) -> DbResult<Option<IdpRecord>> {
+        let (kind, key) = (kind.to_string(), unique_key.to_string());
+        self.read(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM idp_records WHERE kind = ?1 AND unique_key = ?2
+                     AND (expires_at IS NULL OR expires_at > ?3)"
+                ),
+                params![kind, key, now],
+                record_row,
+            )
+            .optional()
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn record_list(
+        &self,
+        kind: &str,
+        account_id: Option<&str>,
+        now: i64,
+    ) -> DbResult<Vec<IdpRecord>> {
+        let (kind, account) = (kind.to_string(), account_id.map(str::to_string));
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM idp_records WHERE kind = ?1
+                     AND (?2 IS NULL OR account_id = ?2)
+                     AND (expires_at IS NULL OR expires_at > ?3)
+                     ORDER BY created_at, id"
+                ))
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![kind, account, now], record_row)
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn record_delete(&self, kind: &str, id: &str) -> DbResult<bool> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM idp_records WHERE kind = ?1 AND id = ?2",
+                params![kind, id],
+            )
+            .map(|n| n == 1)
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn records_prune(&self, now: i64) -> DbResult<u64> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM idp_records WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                [now],
+            )
+            .map(|n| n as u64)
+            .map_err(err)
         })
         .await
     }
