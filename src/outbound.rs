@@ -143,6 +143,9 @@ impl Policy {
     pub fn client(&self, timeout: std::time::Duration) -> reqwest::Client {
         reqwest::Client::builder()
             .dns_resolver(Arc::new(Resolver(self.clone())))
+            // A proxy from the environment would reach addresses the
+            // resolver never sees.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout)
             .timeout(timeout)

@@ -16,10 +16,12 @@ pub struct Expected<'a> {
     pub method: &'a str,
     /// The canonical URL the client addressed.
     pub url: &'a Url,
-    /// The access token the proof comes with (for `ath`).
-    pub access_token: &'a str,
-    /// The token's `cnf.jkt`: the thumbprint of the key the token is bound to.
-    pub jkt: &'a str,
+    /// The access token the proof comes with (for `ath`); none at a
+    /// token endpoint.
+    pub access_token: Option<&'a str>,
+    /// The token's `cnf.jkt`: the thumbprint of the key the token is bound
+    /// to; none at a token endpoint, where the proof names the key to bind.
+    pub jkt: Option<&'a str>,
     /// Unix seconds.
     pub now: i64,
     /// How old a proof may be, in seconds, beyond the clock skew.
@@ -35,6 +37,8 @@ pub struct Expected<'a> {
 pub struct Proof {
     pub jti: String,
     pub iat: i64,
+    /// The RFC 7638 thumbprint of the proof's key.
+    pub jkt: String,
 }
 
 /// Checks one `DPoP` header value.
@@ -51,8 +55,6 @@ pub fn check(proof: &str, want: &Expected<'_>) -> Result<Proof, String> {
         .and_then(|v| v.as_object())
         .ok_or("the DPoP proof carries no jwk")?;
     let key = jose::public_key(jwk).map_err(|e| format!("the DPoP proof's jwk: {e}"))?;
-    key.verify(alg, jws.signing_input.as_bytes(), &jws.signature)
-        .map_err(|e| format!("the DPoP proof's signature is invalid: {e}"))?;
     let htm = jws
         .claim_str("htm")
         .ok_or("the DPoP proof has no htm claim")?;
@@ -84,6 +86,9 @@ pub fn check(proof: &str, want: &Expected<'_>) -> Result<Proof, String> {
             "htu mismatch: the DPoP proof is for {htu:?}, the request is for {url}"
         ));
     }
+    if !(0..super::oidc::MAX_TIME).contains(&iat) {
+        return Err("the DPoP proof's iat is out of range".into());
+    }
     if iat > want.now + want.skew {
         return Err("the DPoP proof was made in the future (check the client's clock)".into());
     }
@@ -93,16 +98,21 @@ pub fn check(proof: &str, want: &Expected<'_>) -> Result<Proof, String> {
             want.now - iat
         ));
     }
-    match jws.claim_str("ath") {
-        Some(ath) if ath != jose::sha256_b64(want.access_token) => {
-            return Err("the DPoP proof's ath does not match the access token".into());
+    // The signature last among the proof's own checks: it costs the most.
+    key.verify(alg, jws.signing_input.as_bytes(), &jws.signature)
+        .map_err(|e| format!("the DPoP proof's signature is invalid: {e}"))?;
+    if let Some(token) = want.access_token {
+        match jws.claim_str("ath") {
+            Some(ath) if ath != jose::sha256_b64(token) => {
+                return Err("the DPoP proof's ath does not match the access token".into());
+            }
+            None if want.require_ath => {
+                return Err("the DPoP proof has no ath claim (the access token's hash)".into());
+            }
+            _ => {}
         }
-        None if want.require_ath => {
-            return Err("the DPoP proof has no ath claim (the access token's hash)".into());
-        }
-        _ => {}
     }
-    if key.thumbprint != want.jkt {
+    if want.jkt.is_some_and(|jkt| key.thumbprint != jkt) {
         return Err(
             "the DPoP proof is signed by a key other than the one the access token is bound to (cnf.jkt)"
                 .into(),
@@ -111,6 +121,7 @@ pub fn check(proof: &str, want: &Expected<'_>) -> Result<Proof, String> {
     Ok(Proof {
         jti: jti.to_string(),
         iat,
+        jkt: key.thumbprint,
     })
 }
 

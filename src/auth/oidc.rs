@@ -38,7 +38,11 @@ const OIDC_ISSUER: &str = "http://www.w3.org/ns/solid/terms#oidcIssuer";
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Redirects followed for one document.
 const MAX_REDIRECTS: usize = 3;
-const MAX_WEBID_BYTES: usize = 256 * 1024;
+const MAX_WEBID_BYTES: usize = 64 * 1024;
+/// The longest WebID or issuer IRI accepted.
+const MAX_IRI: usize = 2048;
+/// Issuers one WebID may list.
+const MAX_ISSUERS_LISTED: usize = 16;
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 const MAX_KEYS: usize = 32;
@@ -52,6 +56,8 @@ const FAILURE_TTL: Duration = Duration::from_secs(10);
 const REFETCH_AFTER: Duration = Duration::from_secs(30);
 const MAX_WEBIDS: usize = 10_000;
 const MAX_ISSUERS: usize = 1_000;
+/// Times beyond this (year 36812) are refused rather than computed with.
+pub const MAX_TIME: i64 = 1 << 40;
 /// Spent replay records are deleted this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -192,6 +198,27 @@ struct KeySet {
     fetched: Instant,
 }
 
+/// Why a document could not be fetched: the whole story for the log,
+/// and whether the outbound policy refused it.
+#[derive(Debug)]
+struct FetchError {
+    detail: String,
+    policy: bool,
+}
+
+impl FetchError {
+    /// What a client may be told: that the policy refused it, or nothing
+    /// more than "unreachable" (no internal addresses, ports or statuses).
+    fn public(self, about: &str) -> String {
+        tracing::info!(%about, error = %self.detail, "cannot fetch a Solid-OIDC document");
+        if self.policy {
+            "its address is one this server may not fetch from (an operator can allow the network with CSS_OUTBOUND_ALLOWED_NETWORKS)".into()
+        } else {
+            "the request failed (the server log has details)".into()
+        }
+    }
+}
+
 /// Checks Solid-OIDC access tokens and their DPoP proofs.
 pub struct Verifier {
     settings: Settings,
@@ -224,6 +251,10 @@ impl Verifier {
             issuers: TtlCache::new(MAX_ISSUERS),
             last_prune: Mutex::new(Instant::now()),
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Checks the presented credentials; the agent they prove, or why not.
@@ -279,6 +310,11 @@ impl Verifier {
             .ok_or_else(|| token("the access token has no numeric iat claim".into()))?;
         let now = now_secs();
         let skew = self.settings.skew.as_secs() as i64;
+        if !(0..MAX_TIME).contains(&exp) || !(0..MAX_TIME).contains(&iat) {
+            return Err(token(
+                "the access token's exp or iat is out of range".into(),
+            ));
+        }
         if now > exp + skew {
             return Err(token(format!(
                 "the access token expired {} s ago; get a new one",
@@ -321,8 +357,8 @@ impl Verifier {
             &dpop::Expected {
                 method: req.method,
                 url: req.url,
-                access_token,
-                jkt,
+                access_token: Some(access_token),
+                jkt: Some(jkt),
                 now,
                 max_age: self.settings.proof_max_age.as_secs() as i64,
                 skew,
@@ -340,7 +376,7 @@ impl Verifier {
         self.check_signature(issuer, &jws, alg)
             .await
             .map_err(token)?;
-        self.claim(db, jkt, &proof).await?;
+        self.claim(db, &proof).await?;
         Ok(Agent {
             webid: webid.to_string(),
             client_id,
@@ -349,13 +385,15 @@ impl Verifier {
     }
 
     /// Records the proof as used, cluster-wide; refuses it if it was.
-    async fn claim(&self, db: &Db, jkt: &str, proof: &dpop::Proof) -> Result<(), Failure> {
+    pub async fn claim(&self, db: &Db, proof: &dpop::Proof) -> Result<(), Failure> {
         let skew = self.settings.skew.as_secs() as i64;
         let max_age = self.settings.proof_max_age.as_secs() as i64;
         // The proof is refused as too old after iat + max_age + skew by
-        // this node's clock; another node's clock may lag by up to the skew.
-        let keep_until = (proof.iat + max_age + 2 * skew + 1) * 1000;
-        let key = jose::sha256_b64(&format!("{jkt}\n{}", proof.jti));
+        // this node's clock; another node's clock may lag by up to the skew,
+        // and nodes' clocks may differ by as much as node requests allow.
+        let nodes = crate::cluster::signature::WINDOW_MS / 1000;
+        let keep_until = (proof.iat + max_age + 2 * skew + nodes.max(skew) + 1) * 1000;
+        let key = jose::sha256_b64(&format!("{}\n{}", proof.jkt, proof.jti));
         let now = crate::db::now_ms();
         let fresh = db
             .dpop_proof_claim(&key, keep_until, now)
@@ -421,24 +459,36 @@ impl Verifier {
                 MAX_WEBID_BYTES,
             )
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| unreachable(e.public(webid)))?;
         let syntax = content_type
             .as_deref()
             .and_then(crate::rdf::input_syntax)
             .unwrap_or(crate::rdf::Syntax::Turtle);
-        let triples = crate::rdf::parse(&bytes, syntax, url.as_str())
-            .map_err(|e| format!("the WebID document of {webid} is not valid RDF: {e}"))?;
-        Ok(triples
-            .iter()
-            .filter(|t| {
-                t.predicate.as_str() == OIDC_ISSUER
-                    && matches!(&t.subject, oxigraph::model::NamedOrBlankNode::NamedNode(n) if n.as_str() == webid)
-            })
-            .filter_map(|t| match &t.object {
-                oxigraph::model::Term::NamedNode(n) => Some(n.as_str().to_string()),
-                _ => None,
-            })
-            .collect())
+        // Streamed: only the triples about the WebID's issuers are kept, so
+        // a document of long IRIs cannot make the parser hold gigabytes.
+        let parser = oxigraph::io::RdfParser::from_format(syntax.format())
+            .with_base_iri(url.as_str())
+            .map_err(|_| format!("the WebID document of {webid} has an unusable URL"))?;
+        let mut issuers = Vec::new();
+        for quad in parser.for_slice(&bytes) {
+            let quad = quad.map_err(|e| {
+                tracing::info!(%webid, error = %e, "a WebID document is not valid RDF");
+                format!("the WebID document of {webid} is not valid RDF")
+            })?;
+            let about = matches!(&quad.subject, oxigraph::model::NamedOrBlankNode::NamedNode(n) if n.as_str() == webid);
+            if about
+                && quad.predicate.as_str() == OIDC_ISSUER
+                && let oxigraph::model::Term::NamedNode(n) = &quad.object
+            {
+                if issuers.len() >= MAX_ISSUERS_LISTED || n.as_str().len() > MAX_IRI {
+                    return Err(format!(
+                        "the WebID document of {webid} lists too many or too long issuers"
+                    ));
+                }
+                issuers.push(n.as_str().to_string());
+            }
+        }
+        Ok(issuers)
     }
 
     /// Verifies the token's signature with one of the issuer's keys.
@@ -490,6 +540,13 @@ impl Verifier {
             return cached;
         }
         let result = self.fetch_keys(issuer).await.map(Arc::new);
+        if refresh
+            && result.is_err()
+            && let Some(Ok(kept)) = self.issuers.get(issuer)
+        {
+            // A failed refresh keeps the keys that still work.
+            return Ok(kept);
+        }
         let ttl = if result.is_ok() {
             ISSUER_TTL
         } else {
@@ -507,7 +564,12 @@ impl Verifier {
         let (_, _, bytes) = self
             .fetch(&discovery, "application/json", MAX_DISCOVERY_BYTES)
             .await
-            .map_err(|e| format!("cannot read the issuer's discovery document: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "cannot read the issuer's discovery document: {}",
+                    e.public(issuer)
+                )
+            })?;
         let config: Value =
             serde_json::from_slice(&bytes).map_err(|_| format!("{discovery} is not JSON"))?;
         match config.get("issuer").and_then(Value::as_str) {
@@ -525,7 +587,7 @@ impl Verifier {
                 MAX_JWKS_BYTES,
             )
             .await
-            .map_err(|e| format!("cannot read the issuer's keys: {e}"))?;
+            .map_err(|e| format!("cannot read the issuer's keys: {}", e.public(issuer)))?;
         let set: Value =
             serde_json::from_slice(&bytes).map_err(|_| format!("{jwks_uri} is not JSON"))?;
         let keys = set
@@ -579,6 +641,20 @@ impl Verifier {
     /// GETs a document with the size, time and redirect limits; returns
     /// the final URL, the content type and the bytes.
     async fn fetch(
+        &self,
+        url: &str,
+        accept: &str,
+        limit: usize,
+    ) -> Result<(Url, Option<String>, Vec<u8>), FetchError> {
+        self.fetch_detailed(url, accept, limit)
+            .await
+            .map_err(|detail| {
+                let policy = detail.contains("CSS_OUTBOUND_ALLOWED_NETWORKS");
+                FetchError { detail, policy }
+            })
+    }
+
+    async fn fetch_detailed(
         &self,
         url: &str,
         accept: &str,

@@ -1,5 +1,5 @@
 //! Authentication of client requests. Every request that carries an
-//! `Authorization` header, except the node and administrator routes under
+//! `Authorization: DPoP` (or `Bearer`) header, except the node and administrator routes under
 //! `/.cluster/` (which have credentials of their own) and requests
 //! forwarded by another node (which carry the identity that node verified,
 //! under its signature), is checked by the Solid-OIDC verifier
@@ -32,7 +32,18 @@ pub async fn authenticate(
     {
         return next.run(req).await;
     }
-    let credentials = match req.headers().get(header::AUTHORIZATION) {
+    // Only the Solid-OIDC schemes are checked here; others (the account
+    // API's `CSS-Account-Token`, a token endpoint's `Basic`) belong to the
+    // route that takes them.
+    let oidc = req.headers().get(header::AUTHORIZATION).filter(|v| {
+        let scheme = v
+            .as_bytes()
+            .split(|b| *b == b' ')
+            .next()
+            .unwrap_or_default();
+        scheme.eq_ignore_ascii_case(b"dpop") || scheme.eq_ignore_ascii_case(b"bearer")
+    });
+    let credentials = match oidc {
         None => Credentials::Anonymous,
         Some(value) => {
             let Ok(authorization) = value.to_str() else {
@@ -41,7 +52,13 @@ pub async fn authenticate(
                 )
                 .into_response();
             };
-            let url = canonical_url(&app.config, req.uri(), req.headers());
+            let Some(url) = canonical_url(&app.config, req.uri(), req.headers()) else {
+                return crate::auth::oidc::Failure::Proof(format!(
+                    "the request's Host is not this server's ({}): DPoP proofs are bound to this server's URLs",
+                    app.config.base_url
+                ))
+                .into_response();
+            };
             let proofs: Vec<&str> = req
                 .headers()
                 .get_all("dpop")
@@ -83,16 +100,21 @@ pub async fn authenticate(
 }
 
 /// The URL the client addressed, as a DPoP proof's `htu` must name it:
-/// this server's scheme, the `Host` the client sent when it is the base
-/// URL's (or, with pod subdomains, a pod's), and the path. A `Host` that
-/// is not this server's is replaced by the base URL's, so a proof made
-/// for another server never matches.
-pub fn canonical_url(config: &Config, uri: &Uri, headers: &HeaderMap) -> Url {
+/// this server's scheme, the `Host` the client sent (the base URL's, or
+/// with pod subdomains a pod's), and the path. `None` for a `Host` that is
+/// not this server's: no proof is accepted for it.
+pub fn canonical_url(config: &Config, uri: &Uri, headers: &HeaderMap) -> Option<Url> {
     let base = &config.base_url;
     let scheme = base.scheme();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
+    let Some(sent) = headers.get(header::HOST) else {
+        // HTTP/1.0 without a Host: the base URL's.
+        let mut url = base.clone();
+        url.set_path(uri.path());
+        return Some(url);
+    };
+    let mut url = sent
+        .to_str()
+        .ok()
         .and_then(|h| Url::parse(&format!("{scheme}://{h}/")).ok())
         .filter(|sent| {
             sent.port_or_known_default() == base.port_or_known_default()
@@ -106,10 +128,9 @@ pub fn canonical_url(config: &Config, uri: &Uri, headers: &HeaderMap) -> Url {
                     }
                     _ => false,
                 }
-        });
-    let mut url = host.unwrap_or_else(|| base.clone());
+        })?;
     url.set_path(uri.path());
-    url
+    Some(url)
 }
 
 /// `GET /.auth/whoami`: the agent this request authenticated as, or
@@ -145,7 +166,9 @@ mod tests {
     fn url(c: &Config, host: &str, path: &str) -> String {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, host.parse().unwrap());
-        canonical_url(c, &path.parse().unwrap(), &h).to_string()
+        canonical_url(c, &path.parse().unwrap(), &h)
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| "refused".into())
     }
 
     #[test]
@@ -159,15 +182,10 @@ mod tests {
             url(&c, "PODS.example:3000", "/alice/"),
             "http://pods.example:3000/alice/"
         );
-        // Another server's name never becomes part of the URL.
-        assert_eq!(
-            url(&c, "evil.example:3000", "/alice/x"),
-            "http://pods.example:3000/alice/x"
-        );
-        assert_eq!(
-            url(&c, "alice.pods.example:3000", "/x"),
-            "http://pods.example:3000/x"
-        );
+        // No proof is accepted for another server's name.
+        assert_eq!(url(&c, "evil.example:3000", "/alice/x"), "refused");
+        assert_eq!(url(&c, "pods.example:3001", "/alice/x"), "refused");
+        assert_eq!(url(&c, "alice.pods.example:3000", "/x"), "refused");
         let sub = config("https://pods.example/", true);
         assert_eq!(
             url(&sub, "alice.pods.example", "/x"),
@@ -177,9 +195,7 @@ mod tests {
             url(&sub, "alice.pods.example:443", "/x"),
             "https://alice.pods.example/x"
         );
-        assert_eq!(
-            url(&sub, "a.b.pods.example", "/x"),
-            "https://pods.example/x"
-        );
+        assert_eq!(url(&sub, "a.b.pods.example", "/x"), "refused");
+        assert_eq!(url(&sub, "alice.pods.example:8443", "/x"), "refused");
     }
 }
