@@ -61,6 +61,8 @@ pub struct App {
     pub migrations: crate::cluster::migration::Driver,
     /// Checks Solid-OIDC access tokens and DPoP proofs.
     pub oidc: Arc<crate::auth::oidc::Verifier>,
+    /// xpod's own identity provider.
+    pub idp: Arc<crate::idp::Idp>,
 }
 
 /// Makes sure the root file path exists and is writable, before anything is put there.
@@ -152,9 +154,21 @@ impl App {
             tracing::info!(path = %path.display(), "created the administrator token");
         }
 
+        let idp = Arc::new(crate::idp::Idp::new(&config, &secret_key));
+        let listen = if config.host.is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            config.host
+        };
         let oidc = Arc::new(crate::auth::oidc::Verifier::new(
             config.oidc.clone(),
             config.outbound.clone(),
+            Some(crate::auth::oidc::Local {
+                base: config.base_url.clone(),
+                pod_subdomains: config.pod_subdomains,
+                addr: std::net::SocketAddr::new(listen, config.port),
+                idp: idp.clone(),
+            }),
         ));
         Ok(App {
             config,
@@ -179,6 +193,7 @@ impl App {
             patch_locks: Default::default(),
             migrations: Default::default(),
             oidc,
+            idp,
         })
     }
 }

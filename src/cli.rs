@@ -156,7 +156,8 @@ pub enum PodsCommand {
         /// Let anyone read and write it (for tests and public data)
         #[arg(long)]
         public_write: bool,
-        /// The owner's e-mail or WebID
+        /// The owner: the e-mail of an account (the pod joins that account,
+        /// with a WebID profile at /profile/card#me), or a WebID
         #[arg(long)]
         owner: Option<String>,
     },
@@ -721,6 +722,9 @@ fn pods(config: &Config, command: PodsCommand) -> Result<ExitCode, Failure> {
                         "created pod {name} at {}",
                         json["baseUrl"].as_str().unwrap_or("?")
                     );
+                    if let Some(webid) = json["webId"].as_str() {
+                        println!("its WebID is {webid}");
+                    }
                     Ok(ExitCode::SUCCESS)
                 } else {
                     Err(Failure::Other(format!(

@@ -11,6 +11,8 @@
 //!   between any two Solid servers over LDP, with resume and verification.
 //! - [`app`]: the composition root; [`app::App`] owns everything below.
 //! - [`pod`]: pod names and canonical base URLs.
+//! - [`idp`]: xpod's own identity provider: accounts, signing keys, access
+//!   tokens.
 //! - [`auth`]: credentials (the administrator token, Solid-OIDC access
 //!   tokens with DPoP proofs).
 //! - [`cluster`]: what nodes share (the cluster secret).
@@ -36,6 +38,7 @@ pub mod config;
 pub mod db;
 pub mod fsutil;
 pub mod http;
+pub mod idp;
 pub mod ldp;
 pub mod metrics;
 pub mod node;

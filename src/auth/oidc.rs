@@ -219,8 +219,69 @@ impl FetchError {
     }
 }
 
+/// A key set's usable signing keys.
+fn key_set(set: &Value) -> Option<KeySet> {
+    let keys = set
+        .get("keys")?
+        .as_array()?
+        .iter()
+        .take(MAX_KEYS)
+        .filter_map(Value::as_object)
+        .filter(|k| {
+            k.get("use")
+                .and_then(Value::as_str)
+                .is_none_or(|u| u == "sig")
+        })
+        .filter_map(|k| {
+            Some(IssuerKey {
+                kid: k.get("kid").and_then(Value::as_str).map(str::to_string),
+                alg: k.get("alg").and_then(Value::as_str).map(str::to_string),
+                key: jose::public_key(k).ok()?,
+            })
+        })
+        .collect();
+    Some(KeySet {
+        keys,
+        fetched: Instant::now(),
+    })
+}
+
+/// This server itself: its own issuer's keys are read from the database,
+/// and documents under its own base URL (WebID profiles of its pods) are
+/// fetched from its own listener, whatever the base URL resolves to.
+pub struct Local {
+    pub base: Url,
+    pub pod_subdomains: bool,
+    /// Where this node listens (loopback when it listens on every address).
+    pub addr: std::net::SocketAddr,
+    pub idp: Arc<crate::idp::Idp>,
+}
+
+impl Local {
+    /// Whether `url` is one of this server's.
+    fn serves(&self, url: &Url) -> bool {
+        url.scheme() == self.base.scheme()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+            && match (url.host_str(), self.base.host_str()) {
+                (Some(h), Some(b)) => {
+                    h == b
+                        || (self.pod_subdomains
+                            && h.strip_suffix(b).is_some_and(|p| p.ends_with('.')))
+                }
+                _ => false,
+            }
+    }
+}
+
+/// How long this server's own keys are used from memory.
+const LOCAL_KEYS_FOR: Duration = Duration::from_secs(5);
+
 /// Checks Solid-OIDC access tokens and their DPoP proofs.
 pub struct Verifier {
+    local: Option<Local>,
+    local_keys: Mutex<Option<Arc<KeySet>>>,
+    /// Requests to this node's own listener.
+    local_client: reqwest::Client,
     settings: Settings,
     policy: Policy,
     client: reqwest::Client,
@@ -242,8 +303,16 @@ fn same_issuer(a: &str, b: &str) -> bool {
 }
 
 impl Verifier {
-    pub fn new(settings: Settings, policy: Policy) -> Verifier {
+    pub fn new(settings: Settings, policy: Policy, local: Option<Local>) -> Verifier {
         Verifier {
+            local,
+            local_keys: Mutex::new(None),
+            local_client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(FETCH_TIMEOUT)
+                .build()
+                .expect("an HTTP client"),
             settings,
             client: policy.client(FETCH_TIMEOUT),
             policy,
@@ -373,7 +442,7 @@ impl Verifier {
                 "the issuer {issuer} is not listed as solid:oidcIssuer in the WebID document of {webid}"
             )));
         }
-        self.check_signature(issuer, &jws, alg)
+        self.check_signature(db, issuer, &jws, alg)
             .await
             .map_err(token)?;
         self.claim(db, &proof).await?;
@@ -494,6 +563,7 @@ impl Verifier {
     /// Verifies the token's signature with one of the issuer's keys.
     async fn check_signature(
         &self,
+        db: &Db,
         issuer: &str,
         jws: &jose::Jws<'_>,
         alg: jose::Alg,
@@ -509,13 +579,25 @@ impl Verifier {
                 .map(|k| k.key.clone())
                 .collect()
         };
-        let mut set = self.keys(issuer, false).await?;
-        let mut keys = candidates(&set);
-        if keys.is_empty() && set.fetched.elapsed() >= REFETCH_AFTER {
-            // The issuer may have rotated its keys since we fetched them.
-            set = self.keys(issuer, true).await?;
-            keys = candidates(&set);
-        }
+        let local = self
+            .local
+            .as_ref()
+            .is_some_and(|l| same_issuer(&l.idp.issuer, issuer));
+        let keys = if local {
+            let mut keys = candidates(&*self.local_keys(db, false).await?);
+            if keys.is_empty() {
+                keys = candidates(&*self.local_keys(db, true).await?);
+            }
+            keys
+        } else {
+            let set = self.keys(issuer, false).await?;
+            let mut keys = candidates(&set);
+            if keys.is_empty() && set.fetched.elapsed() >= REFETCH_AFTER {
+                // The issuer may have rotated its keys since we fetched them.
+                keys = candidates(&*self.keys(issuer, true).await?);
+            }
+            keys
+        };
         if keys.is_empty() {
             return Err(format!(
                 "the issuer {issuer} publishes no {alg_name} key{}",
@@ -590,30 +672,26 @@ impl Verifier {
             .map_err(|e| format!("cannot read the issuer's keys: {}", e.public(issuer)))?;
         let set: Value =
             serde_json::from_slice(&bytes).map_err(|_| format!("{jwks_uri} is not JSON"))?;
-        let keys = set
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| format!("{jwks_uri} is not a JWK set"))?
-            .iter()
-            .take(MAX_KEYS)
-            .filter_map(Value::as_object)
-            .filter(|k| {
-                k.get("use")
-                    .and_then(Value::as_str)
-                    .is_none_or(|u| u == "sig")
-            })
-            .filter_map(|k| {
-                Some(IssuerKey {
-                    kid: k.get("kid").and_then(Value::as_str).map(str::to_string),
-                    alg: k.get("alg").and_then(Value::as_str).map(str::to_string),
-                    key: jose::public_key(k).ok()?,
-                })
-            })
-            .collect();
-        Ok(KeySet {
-            keys,
-            fetched: Instant::now(),
-        })
+        key_set(&set).ok_or_else(|| format!("{jwks_uri} is not a JWK set"))
+    }
+
+    /// This server's own issuer's keys, straight from the database (a
+    /// key made by a rotation on any node is seen within seconds, or at
+    /// once for an unknown `kid`).
+    async fn local_keys(&self, db: &Db, refresh: bool) -> Result<Arc<KeySet>, String> {
+        let Some(local) = &self.local else {
+            return Err("no local issuer".into());
+        };
+        if !refresh
+            && let Some(set) = self.local_keys.lock().expect("local keys").clone()
+            && set.fetched.elapsed() < LOCAL_KEYS_FOR
+        {
+            return Ok(set);
+        }
+        let set = local.idp.keys.jwks(db).await?;
+        let set = Arc::new(key_set(&set).ok_or("the local key set is unreadable")?);
+        *self.local_keys.lock().expect("local keys") = Some(set.clone());
+        Ok(set)
     }
 
     /// Whether a URL may be fetched: the outbound policy, and `https`
@@ -660,11 +738,28 @@ impl Verifier {
         accept: &str,
         limit: usize,
     ) -> Result<(Url, Option<String>, Vec<u8>), String> {
-        let mut current = self.allowed(url)?;
+        let mut current = match Url::parse(url) {
+            Ok(u) if self.local.as_ref().is_some_and(|l| l.serves(&u)) => u,
+            _ => self.allowed(url)?,
+        };
         for _ in 0..=MAX_REDIRECTS {
-            let resp = self
-                .client
-                .get(current.clone())
+            let local = self.local.as_ref().filter(|l| l.serves(&current));
+            let request = match local {
+                // One of this server's own documents: asked of this node's
+                // listener, with the canonical Host, so it is routed to
+                // the pod's owner like any request.
+                Some(l) => {
+                    let path = &current[url::Position::BeforePath..];
+                    self.local_client
+                        .get(format!("http://{}{path}", l.addr))
+                        .header(
+                            header::HOST,
+                            &current[url::Position::BeforeHost..url::Position::AfterPort],
+                        )
+                }
+                None => self.client.get(current.clone()),
+            };
+            let resp = request
                 .header(header::ACCEPT, accept)
                 .send()
                 .await
@@ -679,7 +774,11 @@ impl Verifier {
                 let next = current
                     .join(location)
                     .map_err(|_| format!("{current} redirects to an invalid URL"))?;
-                current = self.allowed(next.as_str())?;
+                current = if self.local.as_ref().is_some_and(|l| l.serves(&next)) {
+                    next
+                } else {
+                    self.allowed(next.as_str())?
+                };
                 continue;
             }
             if !status.is_success() {

@@ -272,6 +272,15 @@ pub async fn create_pod(
     if let Err(why) = crate::pod::validate_name(&req.name) {
         return refuse(StatusCode::BAD_REQUEST, &why);
     }
+    // An owner given by e-mail is an account: the pod joins it, with a
+    // WebID profile, as if the account had created it.
+    if let Some(email) = req
+        .owner
+        .as_deref()
+        .filter(|o| o.contains('@') && !o.contains(':'))
+    {
+        return create_account_pod(&app, &req.name, email).await;
+    }
     let record = PodRecord {
         pod_id: req.name.clone(),
         base_url: crate::pod::base_url(&app.config, &req.name).to_string(),
@@ -295,6 +304,63 @@ pub async fn create_pod(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the metadata store is unavailable",
             )
+        }
+    }
+}
+
+async fn create_account_pod(app: &App, name: &str, email: &str) -> Response {
+    use crate::idp::accounts;
+    let email = match accounts::normalise_email(email) {
+        Ok(e) => e,
+        Err(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("{email:?} is not an e-mail address"),
+            );
+        }
+    };
+    let account = match app
+        .db
+        .record_find(accounts::PASSWORD, &email, crate::db::now_ms())
+        .await
+    {
+        Ok(Some(r)) => r.account_id.unwrap_or_default(),
+        Ok(None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "no account has the e-mail {email}: create one through the account API (/.account/) first, or give a WebID as the owner"
+                ),
+            );
+        }
+        Err(e) => return unavailable(e),
+    };
+    match super::account::new_pod(app, &account, name).await {
+        Ok((pod_url, webid, _)) => {
+            if let Err(e) = accounts::link_webid(&app.db, &account, &webid).await {
+                tracing::warn!(error = ?e, %webid, "cannot link a new pod's WebID to its account");
+            }
+            match app.db.pod_get(name).await {
+                Ok(Some(record)) => {
+                    let mut json = pod_json(&record);
+                    json["webId"] = serde_json::json!(webid);
+                    tracing::info!(pod = %name, %pod_url, "created pod for an account");
+                    (StatusCode::CREATED, Json(json)).into_response()
+                }
+                Ok(None) => refuse(StatusCode::SERVICE_UNAVAILABLE, "the pod vanished"),
+                Err(e) => unavailable(e),
+            }
+        }
+        Err(resp) => {
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+                .await
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "cannot create the pod".into());
+            refuse(status, &message)
         }
     }
 }
@@ -343,4 +409,25 @@ pub async fn metrics(_: Admin, State(app): State<Arc<App>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// `POST /.cluster/idp/rotate-keys`: the identity provider signs with a new
+/// key from now on; the old keys stay published until the tokens they
+/// signed have expired.
+pub async fn rotate_keys(_admin: Admin, State(app): State<Arc<App>>) -> Response {
+    match app
+        .idp
+        .keys
+        .rotate(&app.db, crate::idp::KEY_RETENTION)
+        .await
+    {
+        Ok(kid) => {
+            tracing::info!(%kid, "rotated the identity provider's signing key");
+            Json(serde_json::json!({ "kid": kid })).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot rotate the signing key");
+            refuse(StatusCode::SERVICE_UNAVAILABLE, &e)
+        }
+    }
 }

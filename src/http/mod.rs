@@ -1,10 +1,12 @@
 //! The HTTP front: one router, the served-by header on every response, and
 //! the server loop with graceful shutdown.
 
+pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod cors;
 pub mod migrate;
+pub mod oidc;
 pub mod proxy;
 pub mod routing;
 
@@ -43,6 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(migrate::status).delete(migrate::cancel),
         )
         .route("/.cluster/blobs/{hash}", get(migrate::blob))
+        .route("/.cluster/idp/rotate-keys", post(admin::rotate_keys))
         .route(
             "/.cluster/pods",
             post(admin::create_pod).get(admin::list_pods),
@@ -56,6 +59,28 @@ pub fn router(app: Arc<App>) -> Router {
             get(crate::notify::ws::connect).delete(crate::notify::http::unsubscribe),
         )
         .route(auth::WHOAMI_PATH, get(auth::whoami))
+        .route("/.account/", get(account::index))
+        .route("/.account/login/", get(account::logins))
+        .route(
+            "/.account/login/password/",
+            get(account::login).post(account::login),
+        )
+        .route(
+            "/.account/account/",
+            get(account::create_account).post(account::create_account),
+        )
+        .route(
+            "/.account/account/{id}/login/password/",
+            get(account::account_logins).post(account::account_logins),
+        )
+        .route(
+            "/.account/account/{id}/{section}/",
+            get(account::account_section).post(account::account_section),
+        )
+        .route("/.well-known/openid-configuration", get(oidc::discovery))
+        .route(oidc::JWKS_PATH, get(oidc::jwks))
+        .route(oidc::TOKEN_PATH, post(oidc::token))
+        .route(oidc::AUTH_PATH, get(oidc::authorize))
         .fallback(routing::route)
         .layer(axum::extract::DefaultBodyLimit::disable())
         // Inside CORS, so a refusal carries the CORS headers a browser

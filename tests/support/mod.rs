@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod css;
+pub mod dpop;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

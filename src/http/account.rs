@@ -1,0 +1,645 @@
+//! The account API under `/.account/`, compatible with Community Solid
+//! Server 7's (version "0.5"): every JSON answer carries the `controls`
+//! (the URLs a client follows) and `version`, so a tool written for CSS
+//! works unchanged. Authorization is the account token from account
+//! creation or password login, as `Authorization: CSS-Account-Token <t>`
+//! or the `css-account` cookie. Errors have CSS's shape (`name`,
+//! `message`, `statusCode`, `errorCode`, `details`).
+//!
+//! Covered: the index and its controls, account creation, password login
+//! (rate-limited) and logout, adding and listing password logins, pods
+//! (each with a WebID profile naming this server as its issuer), linked
+//! WebIDs, and client credentials.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::db::{DbError, PodRecord};
+use crate::idp::accounts::{self, AccountError};
+
+const VERSION: &str = "0.5";
+const COOKIE: &str = "css-account";
+
+fn base(app: &App) -> String {
+    app.config.base_url.to_string()
+}
+
+/// The controls: the public ones, plus an account's own when logged in.
+fn controls(app: &App, account: Option<&str>) -> Value {
+    let b = base(app);
+    let login = format!("{b}.account/login/password/");
+    let mut password = json!({
+        "forgot": format!("{b}.account/login/password/forgot/"),
+        "login": login,
+        "reset": format!("{b}.account/login/password/reset/"),
+    });
+    let mut account_controls = json!({"create": format!("{b}.account/account/")});
+    let mut html = json!({
+        "password": {"register": format!("{b}.account/login/password/register/"),
+                     "forgot": format!("{b}.account/login/password/forgot/"), "login": login},
+        "main": {"login": format!("{b}.account/login/")},
+    });
+    if let Some(id) = account {
+        let acc = format!("{b}.account/account/{id}/");
+        password["create"] = json!(format!("{acc}login/password/"));
+        account_controls["clientCredentials"] = json!(format!("{acc}client-credentials/"));
+        account_controls["webId"] = json!(format!("{acc}webid/"));
+        account_controls["pod"] = json!(format!("{acc}pod/"));
+        account_controls["logout"] = json!(format!("{acc}logout/"));
+        html["password"]["create"] = json!(format!("{acc}login/password/"));
+        html["account"] = json!({
+            "createClientCredentials": format!("{acc}client-credentials/"),
+            "linkWebId": format!("{acc}webid/"),
+            "createPod": format!("{acc}pod/"),
+            "account": acc,
+        });
+    }
+    json!({
+        "password": password,
+        "account": account_controls,
+        "main": {"index": format!("{b}.account/"), "logins": format!("{b}.account/login/")},
+        "html": html,
+    })
+}
+
+/// A 200 answer: `fields` plus the controls and version.
+fn ok(app: &App, account: Option<&str>, fields: Value) -> Response {
+    let mut body = match fields {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    body.insert("controls".into(), controls(app, account));
+    body.insert("version".into(), json!(VERSION));
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Value::Object(body).to_string(),
+    )
+        .into_response()
+}
+
+/// An error in CSS's shape.
+fn error(status: StatusCode, message: &str) -> Response {
+    let name = match status {
+        StatusCode::BAD_REQUEST => "BadRequestHttpError",
+        StatusCode::UNAUTHORIZED => "UnauthorizedHttpError",
+        StatusCode::FORBIDDEN => "ForbiddenHttpError",
+        StatusCode::NOT_FOUND => "NotFoundHttpError",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowedHttpError",
+        StatusCode::TOO_MANY_REQUESTS => "TooManyRequestsHttpError",
+        _ => "InternalServerError",
+    };
+    let body = json!({
+        "name": name,
+        "message": message,
+        "statusCode": status.as_u16(),
+        "errorCode": format!("H{}", status.as_u16()),
+        "details": {},
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for AccountError {
+    fn into_response(self) -> Response {
+        match self {
+            AccountError::Invalid(m) => error(StatusCode::BAD_REQUEST, &m),
+            AccountError::BadLogin => {
+                error(StatusCode::FORBIDDEN, "Invalid email/password combination.")
+            }
+            AccountError::Throttled(secs) => {
+                let mut resp = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed logins; wait before trying again.",
+                );
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                resp
+            }
+            AccountError::Unavailable => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The account store is unavailable; try again shortly.",
+            ),
+        }
+    }
+}
+
+/// The account token a request carries: the header first, else the cookie.
+fn token(headers: &HeaderMap) -> Option<String> {
+    if let Some(t) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("css-account-token")
+                .then(|| rest.trim().to_string())
+        })
+    {
+        return Some(t);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The logged-in account, if any.
+async fn session(app: &App, headers: &HeaderMap) -> Result<Option<String>, AccountError> {
+    match token(headers) {
+        Some(t) => accounts::session_account(&app.db, &t).await,
+        None => Ok(None),
+    }
+}
+
+/// The request body as a JSON object: JSON or a form, empty as `{}`.
+fn body_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, AccountError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if ctype.starts_with("application/x-www-form-urlencoded") {
+        return Ok(url::form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(AccountError::Invalid(
+            "The request body must be a JSON object.".into(),
+        )),
+    }
+}
+
+fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, AccountError> {
+    body.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| AccountError::Invalid(format!("{name} is a required field")))
+}
+
+fn with_cookie(mut resp: Response, token: &str, expire: bool) -> Response {
+    let cookie = if expire {
+        format!("{COOKIE}={token}; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; SameSite=Lax")
+    } else {
+        format!("{COOKIE}={token}; Path=/; SameSite=Lax")
+    };
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `GET /.account/`: the controls.
+pub async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match session(&app, &headers).await {
+        Ok(account) => ok(&app, account.as_deref(), json!({})),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /.account/login/`: the login methods.
+pub async fn logins(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let account = session(&app, &headers).await.ok().flatten();
+    let login = format!("{}.account/login/password/", base(&app));
+    ok(
+        &app,
+        account.as_deref(),
+        json!({"logins": {"Email/password combination": login}}),
+    )
+}
+
+/// `GET|POST /.account/account/`: creates an account and logs it in.
+pub async fn create_account(
+    State(app): State<Arc<App>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if method == Method::GET {
+        let account = session(&app, &headers).await.ok().flatten();
+        return ok(&app, account.as_deref(), json!({}));
+    }
+    // A token presented here is replaced, as a new login replaces it.
+    if let Some(old) = token(&headers) {
+        let _ = accounts::end_session(&app.db, &old).await;
+    }
+    match accounts::create_account(&app.db).await {
+        Ok((id, token)) => with_cookie(
+            ok(&app, Some(&id), json!({"authorization": token})),
+            &token,
+            false,
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET|POST /.account/login/password/`: password login.
+pub async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let (method, headers) = (parts.method, parts.headers);
+    let address = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let body = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "The request body is too large."),
+    };
+    if method == Method::GET {
+        let account = session(&app, &headers).await.ok().flatten();
+        return ok(
+            &app,
+            account.as_deref(),
+            json!({"fields": {
+                "email": {"required": true, "type": "string"},
+                "password": {"required": true, "type": "string"},
+                "remember": {"required": false, "type": "boolean"},
+            }}),
+        );
+    }
+    let body = match body_object(&headers, &body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let (email, password) = match (field(&body, "email"), field(&body, "password")) {
+        (Ok(e), Ok(p)) => (e, p),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    match accounts::login(&app.db, email, password, address).await {
+        Ok((account, token)) => {
+            if let Some(old) = self::token(&headers) {
+                let _ = accounts::end_session(&app.db, &old).await;
+            }
+            with_cookie(
+                ok(&app, Some(&account), json!({"authorization": token})),
+                &token,
+                false,
+            )
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The account a `/.account/account/{id}/…` request acts on: 401 without a
+/// session, 403 for another account's.
+async fn own_account(app: &App, headers: &HeaderMap, id: &str) -> Result<String, Response> {
+    match session(app, headers).await {
+        Ok(Some(account)) if account == id => Ok(account),
+        Ok(Some(_)) => Err(error(StatusCode::FORBIDDEN, "")),
+        Ok(None) => Err(error(StatusCode::UNAUTHORIZED, "")),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// An account needs a login before it gets pods, WebIDs or credentials.
+async fn needs_login(app: &App, account: &str) -> Result<(), Response> {
+    match accounts::list(&app.db, accounts::PASSWORD, account).await {
+        Ok(l) if !l.is_empty() => Ok(()),
+        Ok(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "An account needs at least 1 login method.",
+        )),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// `/.account/account/{id}/{section}/`: the account's own resources.
+pub async fn account_section(
+    State(app): State<Arc<App>>,
+    Path((id, section)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let account = match own_account(&app, &headers, &id).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let acc = format!("{}.account/account/{account}/", base(&app));
+    let body = match body_object(&headers, &body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let result = match (section.as_str(), &method) {
+        ("logout", &Method::POST) => {
+            if let Some(t) = token(&headers) {
+                let _ = accounts::end_session(&app.db, &t).await;
+                return with_cookie(ok(&app, None, json!({})), &t, true);
+            }
+            Ok(ok(&app, None, json!({})))
+        }
+        ("login/password", &Method::GET) => {
+            let fields = json!({"email": {"required": true, "type": "string"},
+                                "password": {"required": true, "type": "string"}});
+            let what = (accounts::PASSWORD, "login/password/", "passwordLogins");
+            list_section(&app, &account, &acc, what, fields).await
+        }
+        ("login/password", &Method::POST) => {
+            let (email, password) = match (field(&body, "email"), field(&body, "password")) {
+                (Ok(e), Ok(p)) => (e, p),
+                (Err(e), _) | (_, Err(e)) => return e.into_response(),
+            };
+            accounts::add_password(&app.db, &account, email, password)
+                .await
+                .map(|login| {
+                    ok(
+                        &app,
+                        Some(&account),
+                        json!({"resource": format!("{acc}login/password/{login}/")}),
+                    )
+                })
+                .map_err(IntoResponse::into_response)
+        }
+        ("pod", &Method::GET) => list_pods(&app, &account, &acc).await,
+        ("pod", &Method::POST) => create_pod(&app, &account, &acc, &body).await,
+        ("webid", &Method::GET) => {
+            let fields = json!({"webId": {"required": true, "type": "string"}});
+            let what = (accounts::WEBID, "webid/", "webIdLinks");
+            list_section(&app, &account, &acc, what, fields).await
+        }
+        ("webid", &Method::POST) => link_webid(&app, &account, &acc, &body).await,
+        ("client-credentials", &Method::GET) => {
+            let fields = json!({"name": {"required": false, "type": "string"},
+                                "webId": {"required": true, "type": "string"}});
+            let what = (accounts::CLIENT, "client-credentials/", "clientCredentials");
+            list_section(&app, &account, &acc, what, fields).await
+        }
+        ("client-credentials", &Method::POST) => create_client(&app, &account, &acc, &body).await,
+        (_, &Method::GET | &Method::POST) => Err(error(StatusCode::NOT_FOUND, "")),
+        _ => Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Only GET/POST requests are supported.",
+        )),
+    };
+    result.unwrap_or_else(|resp| resp)
+}
+
+/// `/.account/account/{id}/login/password/` (the router strips one level).
+pub async fn account_logins(
+    state: State<Arc<App>>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    account_section(
+        state,
+        Path((id, "login/password".into())),
+        method,
+        headers,
+        body,
+    )
+    .await
+}
+
+/// A map from each record's unique key (or id) to its resource URL.
+async fn listing(
+    app: &App,
+    kind: &str,
+    account: &str,
+    prefix: &str,
+) -> Result<Map<String, Value>, Response> {
+    let records = accounts::list(&app.db, kind, account)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(records
+        .into_iter()
+        .map(|r| {
+            let key = r.unique_key.clone().unwrap_or_else(|| r.id.clone());
+            (key, json!(format!("{prefix}{}/", r.id)))
+        })
+        .collect())
+}
+
+/// A listing of the account's records of one kind, under `listed`, with
+/// the fields a POST to the same URL takes.
+async fn list_section(
+    app: &App,
+    account: &str,
+    acc: &str,
+    (kind, path, listed): (&str, &str, &str),
+    fields: Value,
+) -> Result<Response, Response> {
+    let records = listing(app, kind, account, &format!("{acc}{path}")).await?;
+    Ok(ok(
+        app,
+        Some(account),
+        json!({"fields": fields, listed: records}),
+    ))
+}
+
+async fn list_pods(app: &App, account: &str, acc: &str) -> Result<Response, Response> {
+    let records = accounts::list(&app.db, accounts::POD, account)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let pods: Map<String, Value> = records
+        .into_iter()
+        .filter_map(|r| {
+            let name = r.unique_key?;
+            Some((
+                crate::pod::base_url(&app.config, &name).to_string(),
+                json!(format!("{acc}pod/{}/", r.id)),
+            ))
+        })
+        .collect();
+    Ok(ok(
+        app,
+        Some(account),
+        json!({
+            "fields": {"name": {"required": true, "type": "string"},
+                       "settings": {"required": false, "type": "object",
+                                    "fields": {"webId": {"required": false, "type": "string"}}}},
+            "pods": pods,
+        }),
+    ))
+}
+
+/// The WebID profile of a new pod: it names this server as the issuer.
+fn profile(pod_url: &str, issuer: &str) -> String {
+    format!(
+        "@prefix foaf: <http://xmlns.com/foaf/0.1/>.\n\
+         @prefix solid: <http://www.w3.org/ns/solid/terms#>.\n\
+         @prefix space: <http://www.w3.org/ns/pim/space#>.\n\n\
+         <> a foaf:PersonalProfileDocument;\n    foaf:maker <#me>;\n    foaf:primaryTopic <#me>.\n\n\
+         <#me> a foaf:Person;\n    solid:oidcIssuer <{issuer}>;\n    space:storage <{pod_url}>.\n"
+    )
+}
+
+/// Creates a pod on this node, owned by `account`, with a WebID profile;
+/// returns the pod's URL, the WebID and the account's pod record id.
+pub async fn new_pod(
+    app: &App,
+    account: &str,
+    name: &str,
+) -> Result<(String, String, String), Response> {
+    // As CSS does: anything but letters and digits becomes '-'.
+    let name: String = name
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    if let Err(why) = crate::pod::validate_name(&name) {
+        return Err(error(StatusCode::BAD_REQUEST, &why));
+    }
+    let pod_url = crate::pod::base_url(&app.config, &name).to_string();
+    let webid = format!("{pod_url}profile/card#me");
+    let record = PodRecord {
+        pod_id: name.clone(),
+        base_url: pod_url.clone(),
+        node_id: app.node.id.clone(),
+        storage_id: app.blobs.storage_id().to_string(),
+        owner: Some(webid.clone()),
+        created_at: crate::db::now_ms(),
+    };
+    match app.db.pod_create(&record).await {
+        Ok(_) => {}
+        Err(DbError::Conflict(_)) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("Pod creation failed: There already is a resource at {pod_url}"),
+            ));
+        }
+        Err(e) => return Err(AccountError::from(e).into_response()),
+    }
+    let target = crate::ldp::target::Target {
+        pod: name.clone(),
+        path: "/profile/card".into(),
+        pod_url: pod_url.clone(),
+    };
+    let text = profile(&pod_url, &app.idp.issuer);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/turtle"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&text.len().to_string()) {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    if let Err(e) = crate::ldp::put::put(app, &target, &headers, text.into()).await {
+        tracing::error!(pod = %name, error = %e.message, "cannot write a new pod's WebID profile");
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The pod was created but its WebID profile could not be written; try again.",
+        ));
+    }
+    tracing::info!(pod = %name, %webid, "created a pod with a WebID");
+    let record_id = accounts::add_pod(&app.db, account, &name)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((pod_url, webid, record_id))
+}
+
+async fn create_pod(
+    app: &App,
+    account: &str,
+    acc: &str,
+    body: &Map<String, Value>,
+) -> Result<Response, Response> {
+    let name = field(body, "name").map_err(IntoResponse::into_response)?;
+    if name.trim().is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "name must be at least 1 characters",
+        ));
+    }
+    needs_login(app, account).await?;
+    let (pod_url, webid, pod_record) = new_pod(app, account, name).await?;
+    let link = accounts::link_webid(&app.db, account, &webid)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(ok(
+        app,
+        Some(account),
+        json!({
+            "pod": pod_url,
+            "webId": webid,
+            "podResource": format!("{acc}pod/{pod_record}/"),
+            "webIdResource": format!("{acc}webid/{link}/"),
+        }),
+    ))
+}
+
+async fn link_webid(
+    app: &App,
+    account: &str,
+    acc: &str,
+    body: &Map<String, Value>,
+) -> Result<Response, Response> {
+    let webid = field(body, "webId").map_err(IntoResponse::into_response)?;
+    if url::Url::parse(webid).is_err() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("{webid:?} is not a valid URL"),
+        ));
+    }
+    needs_login(app, account).await?;
+    // A WebID in one of the account's own pods needs no proof.
+    let pods = accounts::list(&app.db, accounts::POD, account)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let own = pods
+        .iter()
+        .filter_map(|r| r.unique_key.as_deref())
+        .any(|name| webid.starts_with(crate::pod::base_url(&app.config, name).as_str()));
+    if !own {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "Linking a WebID outside this account's pods is not supported yet; create a pod to get a WebID.",
+        ));
+    }
+    let link = accounts::link_webid(&app.db, account, webid)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(ok(
+        app,
+        Some(account),
+        json!({
+            "resource": format!("{acc}webid/{link}/"),
+            "webId": webid,
+            "oidcIssuer": app.idp.issuer,
+        }),
+    ))
+}
+
+async fn create_client(
+    app: &App,
+    account: &str,
+    acc: &str,
+    body: &Map<String, Value>,
+) -> Result<Response, Response> {
+    let webid = field(body, "webId").map_err(IntoResponse::into_response)?;
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+    needs_login(app, account).await?;
+    let (id, client_id, secret) = accounts::create_client(&app.db, account, name, webid)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(ok(
+        app,
+        Some(account),
+        json!({
+            "id": client_id,
+            "secret": secret,
+            "resource": format!("{acc}client-credentials/{id}/"),
+        }),
+    ))
+}
