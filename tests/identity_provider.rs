@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use support::cluster::{Cluster, served_by, token as admin_token};
 use support::dpop::DpopKey;
+use support::webid::WebIdServer;
 use support::{Server, free_port, xpod};
 
 /// A single node on 127.0.0.1. No outbound network is allowed: its own
@@ -28,16 +29,21 @@ struct Node {
 }
 
 fn node() -> Node {
+    node_with(&[])
+}
+
+fn node_with(extra: &[(&'static str, &'static str)]) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let port = free_port("127.0.0.1");
     let base = format!("http://127.0.0.1:{port}/");
     let port_text = port.to_string();
-    let env = [
+    let mut env = vec![
         ("CSS_ROOT_FILE_PATH", root.to_str().unwrap()),
         ("CSS_BASE_URL", base.as_str()),
         ("CSS_PORT", port_text.as_str()),
     ];
+    env.extend_from_slice(extra);
     let server = Server::start("127.0.0.1", &env, dir.path());
     Node {
         _server: server,
@@ -196,6 +202,34 @@ async fn the_css_account_sequence_gives_a_webid_and_working_client_credentials()
         .unwrap();
     assert_eq!(resp.status(), 201);
 
+    // A page stored in a pod runs sandboxed: it cannot use the account
+    // API with a visitor's session, and the account API answers no
+    // credentialed cross-origin request.
+    let page = format!("{}page.html", acct.pod);
+    let resp = http
+        .put(&page)
+        .header("content-type", "text/html")
+        .body("<script>fetch('/.account/')</script>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = http.get(&page).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("sandbox"), "{csp}");
+    let resp = http
+        .get(format!("{}.account/", node.base))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(
+        !resp
+            .headers()
+            .contains_key("access-control-allow-credentials")
+    );
+
     // Listings name what was made.
     let auth = format!("CSS-Account-Token {}", acct.token);
     let (_, pods) = send(
@@ -333,6 +367,32 @@ async fn the_css_account_sequence_gives_a_webid_and_working_client_credentials()
     assert_eq!(status, 401, "a logged-out session is refused");
 }
 
+/// Client credentials for another of the account's WebIDs.
+async fn more_credentials(
+    http: &reqwest::Client,
+    acct: &Account,
+    name: &str,
+    webid: &str,
+) -> (Account, Value) {
+    let (status, cc) = send(
+        http.post(
+            acct.controls["account"]["clientCredentials"]
+                .as_str()
+                .unwrap(),
+        )
+        .header("authorization", format!("CSS-Account-Token {}", acct.token))
+        .json(&json!({"name": name, "webId": webid})),
+    )
+    .await;
+    assert_eq!(status, 200, "{cc}");
+    let account = Account {
+        client_id: cc["id"].as_str().unwrap().to_string(),
+        secret: cc["secret"].as_str().unwrap().to_string(),
+        ..account_clone(acct)
+    };
+    (account, cc)
+}
+
 fn account_clone(a: &Account) -> Account {
     Account {
         token: a.token.clone(),
@@ -374,13 +434,15 @@ async fn wrong_passwords_are_rate_limited_per_account_and_per_address() {
     // Other accounts are not affected...
     let (status, _) = send(attempt(&emails[1], "correct horse battery")).await;
     assert_eq!(status, 200);
-    // ...until this address has failed 20 times.
+    // ...until this address has made 20 failed attempts (a refused one
+    // counts too).
+    let mut statuses = Vec::new();
     for email in &emails[1..4] {
         for _ in 0..5 {
-            let (status, _) = send(attempt(email, "wrong")).await;
-            assert_eq!(status, 403);
+            statuses.push(send(attempt(email, "wrong")).await.0);
         }
     }
+    assert!(statuses[..13].iter().all(|s| *s == 403), "{statuses:?}");
     let (status, _) = send(attempt(&emails[4], "correct horse battery")).await;
     assert_eq!(status, 429, "the address is over its limit");
 }
@@ -551,22 +613,7 @@ async fn an_operator_creates_a_pod_for_an_account_by_its_email() {
         pods["pods"][format!("{}dave-photos/", node.base)].is_string(),
         "{pods}"
     );
-    let (status, cc) = send(
-        http.post(
-            acct.controls["account"]["clientCredentials"]
-                .as_str()
-                .unwrap(),
-        )
-        .header("authorization", &auth)
-        .json(&json!({"name": "photos", "webId": webid})),
-    )
-    .await;
-    assert_eq!(status, 200, "{cc}");
-    let photos = Account {
-        client_id: cc["id"].as_str().unwrap().to_string(),
-        secret: cc["secret"].as_str().unwrap().to_string(),
-        ..account_clone(&acct)
-    };
+    let (photos, _) = more_credentials(&http, &acct, "photos", &webid).await;
     let key = DpopKey::new();
     let token = token_of(access_token(&http, &node.base, &photos, &key).await).await;
     let (status, me) = whoami(&http, &node.base, &token, &key).await;
@@ -593,4 +640,78 @@ async fn an_operator_creates_a_pod_for_an_account_by_its_email() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn an_outside_webid_is_linked_once_proven_and_credentials_can_be_revoked() {
+    let node = tokio::task::spawn_blocking(|| {
+        node_with(&[("CSS_OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")])
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let acct = account_sequence(&http, &node.base, "erin", "erin@example.org").await;
+    let auth = format!("CSS-Account-Token {}", acct.token);
+    let link = acct.controls["account"]["webId"].as_str().unwrap();
+    let doc = WebIdServer::start().await;
+    doc.add("<#me> a <http://xmlns.com/foaf/0.1/Person> .");
+    let body = json!({"webId": doc.webid});
+    // First a challenge, the same one again while it is not published...
+    let (status, first) = send(http.post(link).header("authorization", &auth).json(&body)).await;
+    assert_eq!(status, 400, "{first}");
+    let quad = first["details"]["quad"].as_str().unwrap().to_string();
+    assert!(quad.contains("oidcIssuerRegistrationToken"), "{first}");
+    let (status, again) = send(http.post(link).header("authorization", &auth).json(&body)).await;
+    assert_eq!(status, 400);
+    assert_eq!(again["details"]["quad"], quad.as_str());
+    // ...then the link, once the document holds the triple.
+    doc.add(&quad);
+    let (status, linked) = send(http.post(link).header("authorization", &auth).json(&body)).await;
+    assert_eq!(status, 200, "{linked}");
+    assert_eq!(linked["oidcIssuer"], node.base.as_str());
+    doc.add(&format!(
+        "<#me> <http://www.w3.org/ns/solid/terms#oidcIssuer> <{}> .",
+        node.base
+    ));
+    let (outside, cc) = more_credentials(&http, &acct, "outside", &doc.webid).await;
+    let key = DpopKey::new();
+    let token = token_of(access_token(&http, &node.base, &outside, &key).await).await;
+    let (status, me) = whoami(&http, &node.base, &token, &key).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["webId"], doc.webid.as_str());
+
+    // Revoked credentials no longer get tokens.
+    let resource = cc["resource"].as_str().unwrap();
+    let resp = http
+        .delete(resource)
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = access_token(&http, &node.base, &outside, &key).await;
+    assert_eq!(resp.status(), 401);
+    let resp = http
+        .delete(resource)
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    // The last password login cannot be removed.
+    let (_, logins) = send(
+        http.get(acct.controls["password"]["create"].as_str().unwrap())
+            .header("authorization", &auth),
+    )
+    .await;
+    let login = logins["passwordLogins"]["erin@example.org"]
+        .as_str()
+        .unwrap();
+    let (status, refusal) = send(http.delete(login).header("authorization", &auth)).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        refusal["message"],
+        "An account needs at least 1 login method."
+    );
+    doc.stop().await;
 }

@@ -10,7 +10,7 @@ mod support;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use support::cluster::{Cluster, served_by};
 use support::css::{LOOPBACK_ONLY, css_package};
 use support::dpop::{DpopKey, now};
+use support::webid::WebIdServer;
 use support::{Server, create_pod, free_port, http_get};
 
 /// How long CSS's client-credentials tokens live here.
@@ -268,49 +269,6 @@ async fn credentials(webid: WebIdSource<'_>) -> (DpopKey, String) {
     let key = DpopKey::new();
     let token = access_token(&acct, &key).await;
     (key, token)
-}
-
-/// A WebID document served by the test itself, on 127.0.0.1.
-struct WebIdServer {
-    webid: String,
-    body: Arc<Mutex<String>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl WebIdServer {
-    async fn start() -> WebIdServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let body = Arc::new(Mutex::new(String::new()));
-        let served = body.clone();
-        let app = axum::Router::new().route(
-            "/card",
-            axum::routing::get(move || {
-                let text = served.lock().unwrap().clone();
-                async move { ([("content-type", "text/turtle")], text) }
-            }),
-        );
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        WebIdServer {
-            webid: format!("http://127.0.0.1:{port}/card#me"),
-            body,
-            task,
-        }
-    }
-
-    fn add(&self, line: &str) {
-        let mut body = self.body.lock().unwrap();
-        body.push_str(line);
-        body.push('\n');
-    }
-
-    /// Stops answering: the port refuses connections from now on.
-    async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
 }
 
 /// A single xpod node on 127.0.0.1 with a public pod `data`.

@@ -489,6 +489,10 @@ impl Verifier {
                 if let Err(e) = db.dpop_proofs_prune(crate::db::now_ms()).await {
                     tracing::warn!(error = %e, "cannot prune spent DPoP proofs");
                 }
+                // Expired sessions, login counts and retired keys too.
+                if let Err(e) = db.records_prune(crate::db::now_ms()).await {
+                    tracing::warn!(error = %e, "cannot prune expired identity records");
+                }
             });
         }
         if fresh {
@@ -517,8 +521,27 @@ impl Verifier {
     }
 
     async fn fetch_issuers(&self, webid: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .webid_values(webid, OIDC_ISSUER)
+            .await?
+            .into_iter()
+            .filter_map(|(iri, value)| iri.then_some(value))
+            .collect())
+    }
+
+    /// The values of `predicate` about `webid` in its document, fetched
+    /// now: `(true, IRI)` or `(false, literal)`; at most 16, each at most
+    /// 2 KiB.
+    pub async fn webid_values(
+        &self,
+        webid: &str,
+        predicate: &str,
+    ) -> Result<Vec<(bool, String)>, String> {
         let unreachable =
             |why: String| format!("the WebID document of {webid} is unreachable: {why}");
+        if webid.len() > MAX_IRI {
+            return Err("the webid is too long".into());
+        }
         let mut doc = Url::parse(webid).map_err(|_| format!("the webid {webid:?} is not a URL"))?;
         doc.set_fragment(None);
         let (url, content_type, bytes) = self
@@ -533,31 +556,34 @@ impl Verifier {
             .as_deref()
             .and_then(crate::rdf::input_syntax)
             .unwrap_or(crate::rdf::Syntax::Turtle);
-        // Streamed: only the triples about the WebID's issuers are kept, so
-        // a document of long IRIs cannot make the parser hold gigabytes.
+        // Streamed: only the triples asked for are kept, so a document of
+        // long IRIs cannot make the parser hold gigabytes.
         let parser = oxigraph::io::RdfParser::from_format(syntax.format())
             .with_base_iri(url.as_str())
             .map_err(|_| format!("the WebID document of {webid} has an unusable URL"))?;
-        let mut issuers = Vec::new();
+        let mut values = Vec::new();
         for quad in parser.for_slice(&bytes) {
             let quad = quad.map_err(|e| {
                 tracing::info!(%webid, error = %e, "a WebID document is not valid RDF");
                 format!("the WebID document of {webid} is not valid RDF")
             })?;
             let about = matches!(&quad.subject, oxigraph::model::NamedOrBlankNode::NamedNode(n) if n.as_str() == webid);
-            if about
-                && quad.predicate.as_str() == OIDC_ISSUER
-                && let oxigraph::model::Term::NamedNode(n) = &quad.object
-            {
-                if issuers.len() >= MAX_ISSUERS_LISTED || n.as_str().len() > MAX_IRI {
-                    return Err(format!(
-                        "the WebID document of {webid} lists too many or too long issuers"
-                    ));
-                }
-                issuers.push(n.as_str().to_string());
+            if !about || quad.predicate.as_str() != predicate {
+                continue;
             }
+            let value = match &quad.object {
+                oxigraph::model::Term::NamedNode(n) => (true, n.as_str().to_string()),
+                oxigraph::model::Term::Literal(l) => (false, l.value().to_string()),
+                _ => continue,
+            };
+            if values.len() >= MAX_ISSUERS_LISTED || value.1.len() > MAX_IRI {
+                return Err(format!(
+                    "the WebID document of {webid} has too many or too long values of {predicate}"
+                ));
+            }
+            values.push(value);
         }
-        Ok(issuers)
+        Ok(values)
     }
 
     /// Verifies the token's signature with one of the issuer's keys.

@@ -169,6 +169,19 @@ async fn session(app: &App, headers: &HeaderMap) -> Result<Option<String>, Accou
     }
 }
 
+/// The longest request body the account API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Reads a body of at most [`MAX_BODY`] bytes (413 beyond).
+pub async fn small_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("The request body is larger than {MAX_BODY} bytes."),
+        )
+    })
+}
+
 /// The request body as a JSON object: JSON or a form, empty as `{}`.
 fn body_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, AccountError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -178,7 +191,13 @@ fn body_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, A
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if ctype.starts_with("application/x-www-form-urlencoded") {
+    let essence = crate::rdf::essence(ctype);
+    if essence != "application/json" && essence != "application/x-www-form-urlencoded" {
+        return Err(AccountError::Invalid(format!(
+            "The request body must be application/json or application/x-www-form-urlencoded, not {essence}."
+        )));
+    }
+    if essence == "application/x-www-form-urlencoded" {
         return Ok(url::form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
             .collect());
@@ -198,10 +217,13 @@ fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, Accoun
 }
 
 fn with_cookie(mut resp: Response, token: &str, expire: bool) -> Response {
+    // HttpOnly and scoped to the account API: pages never see it.
     let cookie = if expire {
-        format!("{COOKIE}={token}; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; SameSite=Lax")
+        format!(
+            "{COOKIE}={token}; Path=/.account/; HttpOnly; Expires=Thu, 01 Jan 1970 00:00:00 GMT; SameSite=Lax"
+        )
     } else {
-        format!("{COOKIE}={token}; Path=/; SameSite=Lax")
+        format!("{COOKIE}={token}; Path=/.account/; HttpOnly; SameSite=Lax")
     };
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -260,9 +282,9 @@ pub async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let body = match axum::body::to_bytes(body, 64 * 1024).await {
+    let body = match small_body(body).await {
         Ok(b) => b,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "The request body is too large."),
+        Err(resp) => return resp,
     };
     if method == Method::GET {
         let account = session(&app, &headers).await.ok().flatten();
@@ -328,8 +350,12 @@ pub async fn account_section(
     Path((id, section)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match small_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let account = match own_account(&app, &headers, &id).await {
         Ok(a) => a,
         Err(resp) => return resp,
@@ -399,7 +425,7 @@ pub async fn account_logins(
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     account_section(
         state,
@@ -445,6 +471,115 @@ async fn list_section(
         Some(account),
         json!({"fields": fields, listed: records}),
     ))
+}
+
+/// Proves that the account controls an outside WebID, as CSS does: the
+/// first request gets a token to publish in the WebID document; a later one
+/// finds it there.
+async fn prove_webid(app: &App, account: &str, webid: &str) -> Result<(), Response> {
+    const TOKEN: &str = "http://www.w3.org/ns/solid/terms#oidcIssuerRegistrationToken";
+    let key = format!("{account}\n{webid}");
+    let now = crate::db::now_ms();
+    let pending = app
+        .db
+        .record_find(accounts::WEBID_TOKEN, &key, now)
+        .await
+        .map_err(|e| AccountError::from(e).into_response())?;
+    let token = match &pending {
+        Some(r) => r.id.clone(),
+        None => {
+            let token = uuid::Uuid::new_v4().to_string();
+            let record = crate::db::IdpRecord {
+                kind: accounts::WEBID_TOKEN.into(),
+                id: token.clone(),
+                account_id: Some(account.to_string()),
+                unique_key: Some(key.clone()),
+                data: "{}".into(),
+                expires_at: Some(now + 30 * 60 * 1000),
+                created_at: now,
+            };
+            app.db
+                .record_insert(&record)
+                .await
+                .map_err(|e| AccountError::from(e).into_response())?;
+            token
+        }
+    };
+    if pending.is_some() {
+        match app.oidc.webid_values(webid, TOKEN).await {
+            Ok(values) if values.iter().any(|(iri, v)| !iri && *v == token) => {
+                let _ = app.db.record_delete(accounts::WEBID_TOKEN, &token).await;
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(why) => return Err(error(StatusCode::BAD_REQUEST, &why)),
+        }
+    }
+    let mut doc = webid.to_string();
+    if let Some(i) = doc.find('#') {
+        doc.truncate(i);
+    }
+    let quad = format!("<{webid}> <{TOKEN}> \"{token}\".");
+    let message = format!(
+        "Verification token not found. Please add the RDF triple {quad} to the WebID document at {doc} to prove it belongs to you. You can remove this triple again after validation."
+    );
+    let mut resp = error(StatusCode::BAD_REQUEST, &message);
+    let body = json!({
+        "name": "BadRequestHttpError", "message": message, "statusCode": 400,
+        "errorCode": "H400", "details": {"quad": quad},
+    });
+    *resp.body_mut() = body.to_string().into();
+    Err(resp)
+}
+
+/// `DELETE /.account/account/{id}/{section}/{item}/`: removes a password
+/// login (not the last), a WebID link, or client credentials.
+pub async fn delete_item(
+    State(app): State<Arc<App>>,
+    Path((id, section, item)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let account = match own_account(&app, &headers, &id).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let kind = match section.as_str() {
+        "password" => accounts::PASSWORD,
+        "webid" => accounts::WEBID,
+        "client-credentials" => accounts::CLIENT,
+        _ => return error(StatusCode::NOT_FOUND, ""),
+    };
+    let now = crate::db::now_ms();
+    match app.db.record_get(kind, &item, now).await {
+        Ok(Some(r)) if r.account_id.as_deref() == Some(account.as_str()) => {}
+        Ok(_) => return error(StatusCode::NOT_FOUND, ""),
+        Err(e) => return AccountError::from(e).into_response(),
+    }
+    if kind == accounts::PASSWORD {
+        match accounts::list(&app.db, accounts::PASSWORD, &account).await {
+            Ok(l) if l.len() <= 1 => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "An account needs at least 1 login method.",
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return e.into_response(),
+        }
+    }
+    match app.db.record_delete(kind, &item).await {
+        Ok(_) => ok(&app, Some(&account), json!({})),
+        Err(e) => AccountError::from(e).into_response(),
+    }
+}
+
+/// `DELETE /.account/account/{id}/login/password/{item}/`.
+pub async fn delete_login(
+    state: State<Arc<App>>,
+    Path((id, item)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    delete_item(state, Path((id, "password".into(), item)), headers).await
 }
 
 async fn list_pods(app: &App, account: &str, acc: &str) -> Result<Response, Response> {
@@ -511,15 +646,22 @@ pub async fn new_pod(
         owner: Some(webid.clone()),
         created_at: crate::db::now_ms(),
     };
+    // The account's claim first: a pod never exists without its account.
+    let record_id = accounts::add_pod(&app.db, account, &name)
+        .await
+        .map_err(IntoResponse::into_response)?;
     match app.db.pod_create(&record).await {
         Ok(_) => {}
-        Err(DbError::Conflict(_)) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                &format!("Pod creation failed: There already is a resource at {pod_url}"),
-            ));
+        Err(e) => {
+            let _ = app.db.record_delete(accounts::POD, &record_id).await;
+            if let DbError::Conflict(_) = e {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Pod creation failed: There already is a resource at {pod_url}"),
+                ));
+            }
+            return Err(AccountError::from(e).into_response());
         }
-        Err(e) => return Err(AccountError::from(e).into_response()),
     }
     let target = crate::ldp::target::Target {
         pod: name.clone(),
@@ -543,9 +685,6 @@ pub async fn new_pod(
         ));
     }
     tracing::info!(pod = %name, %webid, "created a pod with a WebID");
-    let record_id = accounts::add_pod(&app.db, account, &name)
-        .await
-        .map_err(IntoResponse::into_response)?;
     Ok((pod_url, webid, record_id))
 }
 
@@ -602,10 +741,7 @@ async fn link_webid(
         .filter_map(|r| r.unique_key.as_deref())
         .any(|name| webid.starts_with(crate::pod::base_url(&app.config, name).as_str()));
     if !own {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "Linking a WebID outside this account's pods is not supported yet; create a pod to get a WebID.",
-        ));
+        prove_webid(app, account, webid).await?;
     }
     let link = accounts::link_webid(&app.db, account, webid)
         .await

@@ -1,5 +1,7 @@
 //! CORS as browser Solid apps need it: any origin may call with credentials,
-//! every Solid header is exposed, and preflights are answered here.
+//! every Solid header is exposed, and preflights are answered here. The
+//! account API and the OpenID endpoints allow any origin without
+//! credentials (a header token still works; the cookie does not).
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -11,7 +13,14 @@ const EXPOSE: &str = "Accept-Patch, Accept-Post, Accept-Put, Allow, Content-Rang
 const METHODS: &str = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
 
 pub async fn cors(req: Request, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).cloned();
+    // The account API and the token endpoint never answer credentialed
+    // cross-origin requests: their cookie must not work from other pages.
+    let path = req.uri().path();
+    let origin = if path.starts_with("/.account/") || path.starts_with("/.oidc/") {
+        None
+    } else {
+        req.headers().get(header::ORIGIN).cloned()
+    };
     let preflight = req.method() == Method::OPTIONS
         && req
             .headers()

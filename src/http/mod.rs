@@ -77,6 +77,14 @@ pub fn router(app: Arc<App>) -> Router {
             "/.account/account/{id}/{section}/",
             get(account::account_section).post(account::account_section),
         )
+        .route(
+            "/.account/account/{id}/login/password/{item}/",
+            axum::routing::delete(account::delete_login),
+        )
+        .route(
+            "/.account/account/{id}/{section}/{item}/",
+            axum::routing::delete(account::delete_item),
+        )
         .route("/.well-known/openid-configuration", get(oidc::discovery))
         .route(oidc::JWKS_PATH, get(oidc::jwks))
         .route(oidc::TOKEN_PATH, post(oidc::token))

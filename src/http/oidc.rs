@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
@@ -122,10 +122,19 @@ fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Option<(String
 /// token for the WebID its credentials were made for, bound to that key.
 pub async fn token(
     State(app): State<Arc<App>>,
-    uri: Uri,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match super::account::small_body(body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return oauth_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "the request body is too large",
+            );
+        }
+    };
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -169,11 +178,13 @@ pub async fn token(
             "exactly one DPoP proof is required: this provider issues DPoP-bound tokens only",
         );
     };
-    let Some(endpoint) = super::auth::canonical_url(&app.config, &uri, &headers) else {
+    // The proof names the endpoint discovery gives, whichever host
+    // (a pod subdomain) the request came to.
+    let Ok(endpoint) = url::Url::parse(&url(&app, TOKEN_PATH)) else {
         return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_dpop_proof",
-            "the request's Host is not this server's",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the token endpoint has no valid URL",
         );
     };
     let settings = app.oidc.settings();

@@ -21,6 +21,8 @@ pub const SESSION: &str = "session";
 pub const WEBID: &str = "webid";
 pub const POD: &str = "pod";
 pub const CLIENT: &str = "client";
+/// A pending proof that an account controls an outside WebID.
+pub const WEBID_TOKEN: &str = "webid-token";
 const THROTTLE: &str = "throttle";
 
 /// How long an account token stays valid.
@@ -147,6 +149,10 @@ pub fn normalise_email(email: &str) -> Result<String, AccountError> {
 }
 
 async fn hash_password(password: String) -> Result<String, AccountError> {
+    let _permit = hashing()
+        .acquire()
+        .await
+        .map_err(|_| AccountError::Unavailable)?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         argon2::Argon2::default()
@@ -159,6 +165,9 @@ async fn hash_password(password: String) -> Result<String, AccountError> {
 }
 
 async fn password_matches(password: String, phc: String) -> bool {
+    let Ok(_permit) = hashing().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&phc).is_ok_and(|parsed| {
             argon2::Argon2::default()
@@ -205,28 +214,49 @@ pub async fn add_password(
     }
 }
 
-/// Counts a failed login against `key`; true if `key` is over `max`.
-async fn throttled(db: &Db, key: &str, max: usize) -> Result<bool, AccountError> {
-    Ok(db.record_list(THROTTLE, Some(key), now_ms()).await?.len() >= max)
+/// The address a login is counted against: IPv6 clients by their /64,
+/// which one client usually holds whole.
+fn address_key(address: std::net::IpAddr) -> String {
+    match address {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("address:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        std::net::IpAddr::V6(v6) => format!("address:{}", v6.to_ipv4_mapped().expect("mapped")),
+        v4 => format!("address:{v4}"),
+    }
 }
 
-async fn count_failure(db: &Db, key: &str) -> Result<(), AccountError> {
-    let mut r = record(
-        THROTTLE,
-        &uuid::Uuid::new_v4().to_string(),
-        Some(key),
-        None,
-        "{}".into(),
-    );
+/// Records an attempt against `key` (it counts as a failure until it
+/// succeeds) and tells whether `key` is now over `max`. Recording before
+/// counting means a burst of parallel guesses cannot all pass the check.
+async fn attempt(db: &Db, key: &str, max: usize) -> Result<(String, bool), AccountError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut r = record(THROTTLE, &id, Some(key), None, "{}".into());
     r.expires_at = Some(now_ms() + THROTTLE_WINDOW.as_millis() as i64);
     db.record_insert(&r).await?;
-    Ok(())
+    let count = db.record_list(THROTTLE, Some(key), now_ms()).await?.len();
+    Ok((id, count > max))
+}
+
+/// Hashing a password takes about 19 MiB and tens of milliseconds: at
+/// most as many at once as there are cores, the rest wait their turn.
+fn hashing() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+    })
 }
 
 /// Logs in with a password; returns the account and a new session token.
-/// Failed attempts are counted per account and per client address, across
-/// the cluster; past the limit every attempt is refused (429) until older
-/// failures leave the window, so a correct guess gains nothing.
+/// Attempts are counted per account and per client address, across the
+/// cluster; an attempt that fails stays counted for 15 minutes, and past
+/// the limit every attempt is refused (429), so a correct guess gains
+/// nothing.
 pub async fn login(
     db: &Db,
     email: &str,
@@ -235,14 +265,17 @@ pub async fn login(
 ) -> Result<(String, String), AccountError> {
     let email = email.trim().to_lowercase();
     let by_email = format!("email:{}", hash(&email));
-    let by_address = address.map(|a| format!("address:{a}"));
     let wait = THROTTLE_WINDOW.as_secs();
-    if throttled(db, &by_email, MAX_FAILURES_PER_ACCOUNT).await? {
-        return Err(AccountError::Throttled(wait));
+    let mut counted = Vec::new();
+    let (id, over) = attempt(db, &by_email, MAX_FAILURES_PER_ACCOUNT).await?;
+    counted.push(id);
+    let mut refused = over;
+    if let Some(a) = address {
+        let (id, over) = attempt(db, &address_key(a), MAX_FAILURES_PER_ADDRESS).await?;
+        counted.push(id);
+        refused |= over;
     }
-    if let Some(a) = &by_address
-        && throttled(db, a, MAX_FAILURES_PER_ADDRESS).await?
-    {
+    if refused {
         return Err(AccountError::Throttled(wait));
     }
     let found = db.record_find(PASSWORD, &email, now_ms()).await?;
@@ -260,11 +293,10 @@ pub async fn login(
         }
     };
     if !ok {
-        count_failure(db, &by_email).await?;
-        if let Some(a) = &by_address {
-            count_failure(db, a).await?;
-        }
         return Err(AccountError::BadLogin);
+    }
+    for id in counted {
+        db.record_delete(THROTTLE, &id).await?;
     }
     let (account, _) = login.expect("a matching login");
     let token = new_session(db, &account).await?;
@@ -302,9 +334,16 @@ pub async fn owns_webid(db: &Db, account: &str, webid: &str) -> Result<bool, Acc
 /// Records that `account` owns pod `pod`; returns the record id.
 pub async fn add_pod(db: &Db, account: &str, pod: &str) -> Result<String, AccountError> {
     let id = uuid::Uuid::new_v4().to_string();
-    db.record_insert(&record(POD, &id, Some(account), Some(pod), "{}".into()))
-        .await?;
-    Ok(id)
+    match db
+        .record_insert(&record(POD, &id, Some(account), Some(pod), "{}".into()))
+        .await
+    {
+        Ok(()) => Ok(id),
+        Err(DbError::Conflict(_)) => Err(AccountError::Invalid(format!(
+            "Pod creation failed: there already is a pod named {pod}"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Makes client credentials for one of the account's WebIDs; returns the

@@ -99,6 +99,15 @@ pub async fn get(
     }
 
     set(&mut h, header::CONTENT_TYPE, &record.content_type);
+    if scriptable(&record.content_type) {
+        // Pods share the server's origin (path-style pods) or site
+        // (subdomains): a page stored in one must not run as this origin,
+        // where it could use the account API with a visitor's session.
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SANDBOX),
+        );
+    }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let size = record.size as u64;
     let range = match req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -257,6 +266,17 @@ fn storage_description(app: &App, target: &Target, method: &Method) -> Response 
         Body::from(body)
     };
     respond(StatusCode::OK, h, body)
+}
+
+/// The sandbox for stored pages: scripts run, in an opaque origin.
+const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+
+/// Media types a browser runs scripts in.
+fn scriptable(content_type: &str) -> bool {
+    matches!(
+        crate::rdf::essence(content_type).as_str(),
+        "text/html" | "application/xhtml+xml" | "image/svg+xml" | "text/xml" | "application/xml"
+    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod css;
 pub mod dpop;
+pub mod webid;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
