@@ -9,7 +9,8 @@
 //! 3. the WebID document lists the token's issuer as `solid:oidcIssuer`;
 //! 4. the token's signature, with the issuer's keys (discovery, then JWKS);
 //! 5. the proof's `jti` was never used before, anywhere in the cluster:
-//!    claimed in the metadata store, kept until the proof is too old anyway.
+//!    claimed in the metadata store, kept until the proof is too old anyway
+//!    (every node prunes spent records each minute: `http::serve`).
 //!
 //! WebID documents, discovery documents and key sets are fetched through
 //! the outbound policy ([`crate::outbound`]): size, time and redirect
@@ -58,8 +59,6 @@ const MAX_WEBIDS: usize = 10_000;
 const MAX_ISSUERS: usize = 1_000;
 /// Times beyond this (year 36812) are refused rather than computed with.
 pub const MAX_TIME: i64 = 1 << 40;
-/// Spent replay records are deleted this often.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The verifier's settings (`CSS_OIDC_CLOCK_SKEW`, `CSS_DPOP_MAX_AGE`,
 /// `CSS_DPOP_REQUIRE_ATH`).
@@ -287,7 +286,6 @@ pub struct Verifier {
     client: reqwest::Client,
     webids: TtlCache<Result<Arc<Vec<String>>, String>>,
     issuers: TtlCache<Result<Arc<KeySet>, String>>,
-    last_prune: Mutex<Instant>,
 }
 
 fn now_secs() -> i64 {
@@ -318,7 +316,6 @@ impl Verifier {
             policy,
             webids: TtlCache::new(MAX_WEBIDS),
             issuers: TtlCache::new(MAX_ISSUERS),
-            last_prune: Mutex::new(Instant::now()),
         }
     }
 
@@ -474,27 +471,6 @@ impl Verifier {
                         .into(),
                 )
             })?;
-        let prune = {
-            let mut last = self.last_prune.lock().expect("prune lock");
-            if last.elapsed() >= PRUNE_EVERY {
-                *last = Instant::now();
-                true
-            } else {
-                false
-            }
-        };
-        if prune {
-            let db = db.clone();
-            tokio::spawn(async move {
-                if let Err(e) = db.dpop_proofs_prune(crate::db::now_ms()).await {
-                    tracing::warn!(error = %e, "cannot prune spent DPoP proofs");
-                }
-                // Expired sessions, login counts and retired keys too.
-                if let Err(e) = db.records_prune(crate::db::now_ms()).await {
-                    tracing::warn!(error = %e, "cannot prune expired identity records");
-                }
-            });
-        }
         if fresh {
             Ok(())
         } else {

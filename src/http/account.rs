@@ -619,13 +619,15 @@ fn profile(pod_url: &str, issuer: &str) -> String {
     )
 }
 
-/// Creates a pod on this node, owned by `account`, with a WebID profile;
-/// returns the pod's URL, the WebID and the account's pod record id.
+/// Creates a pod on this node, owned by `account`, with a WebID profile
+/// linked to the account; returns the pod's URL, the WebID, and the ids of
+/// the account's pod record and WebID link. Shared with
+/// `xpod pods create --owner`.
 pub async fn new_pod(
     app: &App,
     account: &str,
     name: &str,
-) -> Result<(String, String, String), Response> {
+) -> Result<(String, String, String, String), AccountError> {
     // As CSS does: anything but letters and digits becomes '-'.
     let name: String = name
         .trim()
@@ -633,9 +635,7 @@ pub async fn new_pod(
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    if let Err(why) = crate::pod::validate_name(&name) {
-        return Err(error(StatusCode::BAD_REQUEST, &why));
-    }
+    crate::pod::validate_name(&name).map_err(AccountError::Invalid)?;
     let pod_url = crate::pod::base_url(&app.config, &name).to_string();
     let webid = format!("{pod_url}profile/card#me");
     let record = PodRecord {
@@ -647,21 +647,15 @@ pub async fn new_pod(
         created_at: crate::db::now_ms(),
     };
     // The account's claim first: a pod never exists without its account.
-    let record_id = accounts::add_pod(&app.db, account, &name)
-        .await
-        .map_err(IntoResponse::into_response)?;
-    match app.db.pod_create(&record).await {
-        Ok(_) => {}
-        Err(e) => {
-            let _ = app.db.record_delete(accounts::POD, &record_id).await;
-            if let DbError::Conflict(_) = e {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Pod creation failed: There already is a resource at {pod_url}"),
-                ));
-            }
-            return Err(AccountError::from(e).into_response());
-        }
+    let record_id = accounts::add_pod(&app.db, account, &name).await?;
+    if let Err(e) = app.db.pod_create(&record).await {
+        let _ = app.db.record_delete(accounts::POD, &record_id).await;
+        return Err(match e {
+            DbError::Conflict(_) => AccountError::Invalid(format!(
+                "Pod creation failed: There already is a resource at {pod_url}"
+            )),
+            other => other.into(),
+        });
     }
     let target = crate::ldp::target::Target {
         pod: name.clone(),
@@ -679,13 +673,11 @@ pub async fn new_pod(
     }
     if let Err(e) = crate::ldp::put::put(app, &target, &headers, text.into()).await {
         tracing::error!(pod = %name, error = %e.message, "cannot write a new pod's WebID profile");
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The pod was created but its WebID profile could not be written; try again.",
-        ));
+        return Err(AccountError::Unavailable);
     }
+    let link = accounts::link_webid(&app.db, account, &webid).await?;
     tracing::info!(pod = %name, %webid, "created a pod with a WebID");
-    Ok((pod_url, webid, record_id))
+    Ok((pod_url, webid, record_id, link))
 }
 
 async fn create_pod(
@@ -702,8 +694,7 @@ async fn create_pod(
         ));
     }
     needs_login(app, account).await?;
-    let (pod_url, webid, pod_record) = new_pod(app, account, name).await?;
-    let link = accounts::link_webid(&app.db, account, &webid)
+    let (pod_url, webid, pod_record, link) = new_pod(app, account, name)
         .await
         .map_err(IntoResponse::into_response)?;
     Ok(ok(

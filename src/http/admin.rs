@@ -336,32 +336,23 @@ async fn create_account_pod(app: &App, name: &str, email: &str) -> Response {
         Err(e) => return unavailable(e),
     };
     match super::account::new_pod(app, &account, name).await {
-        Ok((pod_url, webid, _)) => {
-            if let Err(e) = accounts::link_webid(&app.db, &account, &webid).await {
-                tracing::warn!(error = ?e, %webid, "cannot link a new pod's WebID to its account");
+        Ok((pod_url, webid, _, _)) => match app.db.pod_get(name).await {
+            Ok(Some(record)) => {
+                let mut json = pod_json(&record);
+                json["webId"] = serde_json::json!(webid);
+                tracing::info!(pod = %name, %pod_url, "created pod for an account");
+                (StatusCode::CREATED, Json(json)).into_response()
             }
-            match app.db.pod_get(name).await {
-                Ok(Some(record)) => {
-                    let mut json = pod_json(&record);
-                    json["webId"] = serde_json::json!(webid);
-                    tracing::info!(pod = %name, %pod_url, "created pod for an account");
-                    (StatusCode::CREATED, Json(json)).into_response()
-                }
-                Ok(None) => refuse(StatusCode::SERVICE_UNAVAILABLE, "the pod vanished"),
-                Err(e) => unavailable(e),
-            }
+            Ok(None) => refuse(StatusCode::SERVICE_UNAVAILABLE, "the pod vanished"),
+            Err(e) => unavailable(e),
+        },
+        Err(crate::idp::accounts::AccountError::Invalid(why)) => {
+            refuse(StatusCode::BAD_REQUEST, &why)
         }
-        Err(resp) => {
-            let status = resp.status();
-            let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
-                .await
-                .unwrap_or_default();
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "cannot create the pod".into());
-            refuse(status, &message)
-        }
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pod or its WebID profile cannot be stored right now; try again",
+        ),
     }
 }
 

@@ -149,6 +149,23 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         ))
     })?;
     tracing::info!(address = %addr, base_url = %app.config.base_url, "listening");
+    // Spent DPoP proofs, expired sessions, login counts and retired keys.
+    {
+        let db = app.db.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let now = crate::db::now_ms();
+                if let Err(e) = db.dpop_proofs_prune(now).await {
+                    tracing::warn!(error = %e, "cannot prune spent DPoP proofs");
+                }
+                if let Err(e) = db.records_prune(now).await {
+                    tracing::warn!(error = %e, "cannot prune expired identity records");
+                }
+            }
+        });
+    }
     crate::cluster::follower::spawn(
         app.db.clone(),
         crate::cluster::follower::placement_name(&app.node.id),
