@@ -715,3 +715,112 @@ async fn an_outside_webid_is_linked_once_proven_and_credentials_can_be_revoked()
     );
     doc.stop().await;
 }
+
+/// A Solid-OIDC Client ID Document served by the test on 127.0.0.1, for an
+/// app whose redirect URL is never fetched (the test hands the redirect to
+/// the library). Returns the client id and the redirect URL.
+async fn client_id_document() -> (String, String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client_id = format!("http://127.0.0.1:{port}/app/id.jsonld");
+    let redirect = format!("http://127.0.0.1:{port}/app/callback");
+    let doc = json!({
+        "@context": ["https://www.w3.org/ns/solid/oidc-context.jsonld"],
+        "client_id": client_id,
+        "client_name": "xpod test app",
+        "redirect_uris": [redirect],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "scope": "openid offline_access webid",
+    })
+    .to_string();
+    let app = axum::Router::new().route(
+        "/app/id.jsonld",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { ([("content-type", "application/ld+json")], doc) }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (client_id, redirect, task)
+}
+
+/// Runs `login-as.mjs` (Inrupt's library as a browser app, the script
+/// playing the user) and returns what it printed.
+async fn login_as(args: Vec<String>) -> Value {
+    let client = solid_client();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(client.join("login-as.mjs"))
+            .args(&args)
+            .env("XPOD_SOLID_CLIENT_DIR", &client)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn inrupts_client_logs_in_as_a_browser_app_and_refreshes() {
+    let node = tokio::task::spawn_blocking(|| {
+        node_with(&[("CSS_OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")])
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let acct = account_sequence(&http, &node.base, "erin", "erin@example.org").await;
+    let whoami = format!("{}.auth/whoami", node.base);
+    let common = |redirect: &str| {
+        vec![
+            "--issuer".to_string(),
+            node.base.clone(),
+            "--email".into(),
+            "erin@example.org".into(),
+            "--password".into(),
+            "correct horse battery".into(),
+            "--webid".into(),
+            acct.webid.clone(),
+            "--redirect-url".into(),
+            redirect.into(),
+        ]
+    };
+
+    // A dynamically registered app: log in, pick the WebID, consent; the
+    // library checks the ID token and its requests carry the user.
+    let mut args = common("http://127.0.0.1:9/callback");
+    args.push(whoami.clone());
+    let out = login_as(args).await;
+    assert_eq!(out["steps"], json!(["account", "login", "consent"]));
+    assert_eq!(out["webId"], acct.webid.as_str());
+    assert_eq!(out["status"], 200, "{out}");
+    let me: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(me["webId"], acct.webid.as_str());
+
+    // An app with a Client ID Document: a public client whose refresh
+    // token works with the session's DPoP key.
+    let (client_id, redirect, _server) = client_id_document().await;
+    let mut args = common(&redirect);
+    args.extend([
+        "--client-id".into(),
+        client_id.clone(),
+        "--refresh".into(),
+        whoami,
+    ]);
+    let out = login_as(args).await;
+    assert_eq!(out["webId"], acct.webid.as_str());
+    let me: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(me["clientId"], client_id.as_str(), "{me}");
+    assert_eq!(out["refreshed"]["status"], 200, "{out}");
+    let again: Value = serde_json::from_str(out["refreshed"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(again["webId"], acct.webid.as_str());
+    assert_eq!(again["clientId"], client_id.as_str());
+}

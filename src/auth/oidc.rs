@@ -718,6 +718,17 @@ impl Verifier {
         Ok(parsed)
     }
 
+    /// A JSON document (a Solid-OIDC Client ID Document), fetched now
+    /// with the same limits and outbound policy as WebIDs; the error says
+    /// what a client may be told.
+    pub async fn fetch_json(&self, url: &str, limit: usize) -> Result<Value, String> {
+        let (_, _, bytes) = self
+            .fetch(url, "application/ld+json, application/json;q=0.9", limit)
+            .await
+            .map_err(|e| e.public(url))?;
+        serde_json::from_slice(&bytes).map_err(|_| "it is not a JSON document".to_string())
+    }
+
     /// GETs a document with the size, time and redirect limits; returns
     /// the final URL, the content type and the bytes.
     async fn fetch(

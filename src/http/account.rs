@@ -25,12 +25,12 @@ use crate::idp::accounts::{self, AccountError};
 const VERSION: &str = "0.5";
 const COOKIE: &str = "css-account";
 
-fn base(app: &App) -> String {
+pub(super) fn base(app: &App) -> String {
     app.config.base_url.to_string()
 }
 
 /// The controls: the public ones, plus an account's own when logged in.
-fn controls(app: &App, account: Option<&str>) -> Value {
+fn controls(app: &App, account: Option<&str>, interaction: bool) -> Value {
     let b = base(app);
     let login = format!("{b}.account/login/password/");
     let mut password = json!({
@@ -59,21 +59,42 @@ fn controls(app: &App, account: Option<&str>) -> Value {
             "account": acc,
         });
     }
-    json!({
+    let mut all = json!({
         "password": password,
         "account": account_controls,
         "main": {"index": format!("{b}.account/"), "logins": format!("{b}.account/login/")},
-        "html": html,
-    })
+    });
+    // During a login for an app: the steps of the interaction.
+    if interaction {
+        all["oidc"] = json!({
+            "cancel": format!("{b}.account/oidc/cancel/"),
+            "consent": format!("{b}.account/oidc/consent/"),
+            "forgetWebId": format!("{b}.account/oidc/forget-webid/"),
+            "prompt": format!("{b}.account/oidc/prompt/"),
+            "webId": format!("{b}.account/oidc/pick-webid/"),
+        });
+    }
+    all["html"] = html;
+    all
 }
 
 /// A 200 answer: `fields` plus the controls and version.
 fn ok(app: &App, account: Option<&str>, fields: Value) -> Response {
+    ok_in(app, account, false, fields)
+}
+
+/// A 200 answer, with the interaction's controls when `interaction`.
+pub(super) fn ok_in(
+    app: &App,
+    account: Option<&str>,
+    interaction: bool,
+    fields: Value,
+) -> Response {
     let mut body = match fields {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    body.insert("controls".into(), controls(app, account));
+    body.insert("controls".into(), controls(app, account, interaction));
     body.insert("version".into(), json!(VERSION));
     (
         StatusCode::OK,
@@ -87,7 +108,7 @@ fn ok(app: &App, account: Option<&str>, fields: Value) -> Response {
 }
 
 /// An error in CSS's shape.
-fn error(status: StatusCode, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
     let name = match status {
         StatusCode::BAD_REQUEST => "BadRequestHttpError",
         StatusCode::UNAUTHORIZED => "UnauthorizedHttpError",
@@ -138,7 +159,7 @@ impl IntoResponse for AccountError {
 }
 
 /// The account token a request carries: the header first, else the cookie.
-fn token(headers: &HeaderMap) -> Option<String> {
+pub(super) fn token(headers: &HeaderMap) -> Option<String> {
     if let Some(t) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -162,7 +183,10 @@ fn token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The logged-in account, if any.
-async fn session(app: &App, headers: &HeaderMap) -> Result<Option<String>, AccountError> {
+pub(super) async fn session(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<Option<String>, AccountError> {
     match token(headers) {
         Some(t) => accounts::session_account(&app.db, &t).await,
         None => Ok(None),
@@ -183,7 +207,10 @@ pub async fn small_body(body: axum::body::Body) -> Result<axum::body::Bytes, Res
 }
 
 /// The request body as a JSON object: JSON or a form, empty as `{}`.
-fn body_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, AccountError> {
+pub(super) fn body_object(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Map<String, Value>, AccountError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -210,13 +237,13 @@ fn body_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, A
     }
 }
 
-fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, AccountError> {
+pub(super) fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, AccountError> {
     body.get(name)
         .and_then(Value::as_str)
         .ok_or_else(|| AccountError::Invalid(format!("{name} is a required field")))
 }
 
-fn with_cookie(mut resp: Response, token: &str, expire: bool) -> Response {
+pub(super) fn with_cookie(mut resp: Response, token: &str, expire: bool) -> Response {
     // HttpOnly and scoped to the account API: pages never see it.
     let cookie = if expire {
         format!(
@@ -233,8 +260,12 @@ fn with_cookie(mut resp: Response, token: &str, expire: bool) -> Response {
 
 /// `GET /.account/`: the controls.
 pub async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let interaction = match super::interaction::current(&app, &headers).await {
+        Ok(i) => i.is_some(),
+        Err(e) => return e.into_response(),
+    };
     match session(&app, &headers).await {
-        Ok(account) => ok(&app, account.as_deref(), json!({})),
+        Ok(account) => ok_in(&app, account.as_deref(), interaction, json!({})),
         Err(e) => e.into_response(),
     }
 }
@@ -251,14 +282,14 @@ pub async fn logins(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
 }
 
 /// `GET|POST /.account/account/`: creates an account and logs it in.
-pub async fn create_account(
-    State(app): State<Arc<App>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
+pub async fn create_account(State(app): State<Arc<App>>, req: axum::extract::Request) -> Response {
+    let (method, headers, address) = (req.method().clone(), req.headers().clone(), address(&req));
     if method == Method::GET {
         let account = session(&app, &headers).await.ok().flatten();
         return ok(&app, account.as_deref(), json!({}));
+    }
+    if let Err(resp) = may_create(&app, address).await {
+        return resp;
     }
     // A token presented here is replaced, as a new login replaces it.
     if let Some(old) = token(&headers) {
@@ -271,6 +302,39 @@ pub async fn create_account(
             false,
         ),
         Err(e) => e.into_response(),
+    }
+}
+
+/// The client's address.
+fn address(req: &axum::extract::Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Counts an account creation against the client's address: 429 past the
+/// limit.
+async fn may_create(app: &App, address: Option<std::net::IpAddr>) -> Result<(), Response> {
+    match accounts::creation_allowed(
+        &app.db,
+        "account",
+        address,
+        accounts::MAX_CREATIONS_PER_ADDRESS,
+    )
+    .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let mut resp = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many accounts were created from this address; try again later.",
+            );
+            if let Ok(v) = HeaderValue::from_str(&accounts::CREATION_WAIT.as_secs().to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Err(resp)
+        }
+        Err(e) => Err(e.into_response()),
     }
 }
 
@@ -311,8 +375,16 @@ pub async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
             if let Some(old) = self::token(&headers) {
                 let _ = accounts::end_session(&app.db, &old).await;
             }
+            let mut fields = json!({"authorization": token});
+            // During a login for an app: where it goes on.
+            match super::interaction::logged_in(&app, &headers, &account).await {
+                Ok(Some(location)) => fields["location"] = json!(location),
+                Ok(None) => {}
+                Err(e) => return e.into_response(),
+            }
+            let interaction = fields.get("location").is_some();
             with_cookie(
-                ok(&app, Some(&account), json!({"authorization": token})),
+                ok_in(&app, Some(&account), interaction, fields),
                 &token,
                 false,
             )
@@ -769,4 +841,94 @@ async fn create_client(
             "resource": format!("{acc}client-credentials/{id}/"),
         }),
     ))
+}
+
+/// `GET|POST /.account/login/password/register/`: an account with a
+/// password login in one step (what the registration page posts), and a
+/// pod with a WebID if `podName` is given. The new account is logged in.
+pub async fn register(State(app): State<Arc<App>>, req: axum::extract::Request) -> Response {
+    let address = address(&req);
+    let (parts, body) = req.into_parts();
+    let (method, headers) = (parts.method, parts.headers);
+    let body = match small_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if method == Method::GET {
+        let account = session(&app, &headers).await.ok().flatten();
+        return ok(
+            &app,
+            account.as_deref(),
+            json!({"fields": {
+                "email": {"required": true, "type": "string"},
+                "password": {"required": true, "type": "string"},
+                "podName": {"required": false, "type": "string"},
+            }}),
+        );
+    }
+    let body = match body_object(&headers, &body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let (email, password) = match (field(&body, "email"), field(&body, "password")) {
+        (Ok(e), Ok(p)) => (e, p),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let pod = body
+        .get("podName")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    // Checked before anything is made.
+    if let Err(e) = accounts::normalise_email(email) {
+        return e.into_response();
+    }
+    if let Err(resp) = may_create(&app, address).await {
+        return resp;
+    }
+    let (account, token) = match accounts::create_account(&app.db).await {
+        Ok(made) => made,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = accounts::add_password(&app.db, &account, email, password).await {
+        // No account without a login.
+        let _ = accounts::end_session(&app.db, &token).await;
+        let _ = app.db.record_delete(accounts::ACCOUNT, &account).await;
+        return e.into_response();
+    }
+    if let Some(old) = self::token(&headers) {
+        let _ = accounts::end_session(&app.db, &old).await;
+    }
+    let mut fields = json!({"authorization": token});
+    if let Some(name) = pod {
+        match new_pod(&app, &account, name).await {
+            Ok((pod_url, webid, _, _)) => {
+                fields["pod"] = json!(pod_url);
+                fields["webId"] = json!(webid);
+            }
+            Err(e) => {
+                let why = match e {
+                    AccountError::Invalid(m) => m,
+                    _ => "the pod store is unavailable".into(),
+                };
+                let message = format!(
+                    "Your account was created and you are logged in, but the pod was not: {why}"
+                );
+                return with_cookie(error(StatusCode::BAD_REQUEST, &message), &token, false);
+            }
+        }
+    }
+    let interaction = match super::interaction::logged_in(&app, &headers, &account).await {
+        Ok(Some(location)) => {
+            fields["location"] = json!(location);
+            true
+        }
+        Ok(None) => false,
+        Err(e) => return e.into_response(),
+    };
+    with_cookie(
+        ok_in(&app, Some(&account), interaction, fields),
+        &token,
+        false,
+    )
 }

@@ -1,6 +1,7 @@
 //! Authentication of client requests. Every request that carries an
-//! `Authorization: DPoP` (or `Bearer`) header, except the node and administrator routes under
-//! `/.cluster/` (which have credentials of their own) and requests
+//! `Authorization: DPoP` (or `Bearer`) header, except the node and
+//! administrator routes under `/.cluster/` and the OpenID provider's under
+//! `/.oidc/` (which have credentials of their own) and requests
 //! forwarded by another node (which carry the identity that node verified,
 //! under its signature), is checked by the Solid-OIDC verifier
 //! ([`crate::auth::oidc`]). A request passes on with its [`Credentials`]
@@ -27,7 +28,10 @@ pub async fn authenticate(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // The provider's endpoints take credentials of their own (a client's
+    // Basic secret, a registration token as Bearer).
     if req.uri().path().starts_with("/.cluster/")
+        || req.uri().path().starts_with("/.oidc/")
         || req.headers().contains_key(crate::cluster::signature::HOP)
     {
         return next.run(req).await;

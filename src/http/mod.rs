@@ -2,11 +2,14 @@
 //! the server loop with graceful shutdown.
 
 pub mod account;
+pub mod account_html;
 pub mod admin;
 pub mod auth;
 pub mod cors;
+pub mod interaction;
 pub mod migrate;
 pub mod oidc;
+pub mod pages;
 pub mod proxy;
 pub mod routing;
 
@@ -85,11 +88,27 @@ pub fn router(app: Arc<App>) -> Router {
             "/.account/account/{id}/{section}/{item}/",
             axum::routing::delete(account::delete_item),
         )
+        .route(
+            "/.account/login/password/register/",
+            get(account::register).post(account::register),
+        )
+        .route(
+            "/.account/oidc/{action}/",
+            get(interaction::action).post(interaction::action),
+        )
         .route("/.well-known/openid-configuration", get(oidc::discovery))
         .route(oidc::JWKS_PATH, get(oidc::jwks))
         .route(oidc::TOKEN_PATH, post(oidc::token))
-        .route(oidc::AUTH_PATH, get(oidc::authorize))
+        .route(oidc::AUTH_PATH, get(oidc::authorize).post(oidc::authorize))
+        .route("/.oidc/auth/{uid}", get(oidc::resume))
+        .route(oidc::REGISTRATION_PATH, post(oidc::register))
+        .route("/.oidc/reg/{client_id}", get(oidc::registration))
         .fallback(routing::route)
+        // Pages for browsers over the account API.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            account_html::html,
+        ))
         .layer(axum::extract::DefaultBodyLimit::disable())
         // Inside CORS, so a refusal carries the CORS headers a browser
         // needs to show it.

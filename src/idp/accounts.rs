@@ -125,6 +125,15 @@ pub async fn session_account(db: &Db, token: &str) -> Result<Option<String>, Acc
         .and_then(|r| r.account_id))
 }
 
+/// When a live session token was made (Unix seconds): when its user
+/// last typed a password.
+pub async fn session_started(db: &Db, token: &str) -> Result<Option<i64>, AccountError> {
+    Ok(db
+        .record_get(SESSION, &hash(token), now_ms())
+        .await?
+        .map(|r| r.created_at / 1000))
+}
+
 pub async fn end_session(db: &Db, token: &str) -> Result<(), AccountError> {
     db.record_delete(SESSION, &hash(token)).await?;
     Ok(())
@@ -238,6 +247,29 @@ async fn attempt(db: &Db, key: &str, max: usize) -> Result<(String, bool), Accou
     let count = db.record_list(THROTTLE, Some(key), now_ms()).await?.len();
     Ok((id, count > max))
 }
+
+/// Counts one unauthenticated creation (of an account, of a registered
+/// client) against the client's address: false once `max` were made from
+/// it within the window, cluster-wide, so nobody fills the database.
+pub async fn creation_allowed(
+    db: &Db,
+    what: &str,
+    address: Option<std::net::IpAddr>,
+    max: usize,
+) -> Result<bool, AccountError> {
+    let Some(a) = address else {
+        return Ok(true);
+    };
+    let (_, over) = attempt(db, &format!("{what}:{}", address_key(a)), max).await?;
+    Ok(!over)
+}
+
+/// How many accounts, and how many clients, one address may create per
+/// throttling window (15 minutes).
+pub const MAX_CREATIONS_PER_ADDRESS: usize = 20;
+
+/// How long to wait after [`creation_allowed`] said no.
+pub const CREATION_WAIT: Duration = THROTTLE_WINDOW;
 
 /// Hashing a password takes about 19 MiB and tens of milliseconds: at
 /// most as many at once as there are cores, the rest wait their turn.
