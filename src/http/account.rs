@@ -243,6 +243,19 @@ pub(super) fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a 
         .ok_or_else(|| AccountError::Invalid(format!("{name} is a required field")))
 }
 
+/// The account cookie, kept by the browser for the session's lifetime
+/// (the login's "remember me").
+fn with_lasting_cookie(mut resp: Response, token: &str) -> Response {
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/.account/; HttpOnly; Max-Age={}; SameSite=Lax",
+        accounts::SESSION_TTL.as_secs()
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
 pub(super) fn with_cookie(mut resp: Response, token: &str, expire: bool) -> Response {
     // HttpOnly and scoped to the account API: pages never see it.
     let cookie = if expire {
@@ -383,11 +396,12 @@ pub async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
                 Err(e) => return e.into_response(),
             }
             let interaction = fields.get("location").is_some();
-            with_cookie(
-                ok_in(&app, Some(&account), interaction, fields),
-                &token,
-                false,
-            )
+            let resp = ok_in(&app, Some(&account), interaction, fields);
+            if super::interaction::flag(&body, "remember") {
+                with_lasting_cookie(resp, &token)
+            } else {
+                with_cookie(resp, &token, false)
+            }
         }
         Err(e) => e.into_response(),
     }

@@ -89,7 +89,7 @@ pub async fn logged_in(
 }
 
 /// A boolean form or JSON field: `true`, or a checkbox's `true`/`on`.
-fn flag(body: &Map<String, Value>, name: &str) -> bool {
+pub(super) fn flag(body: &Map<String, Value>, name: &str) -> bool {
     match body.get(name) {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => matches!(s.as_str(), "true" | "on" | "1"),

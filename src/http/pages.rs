@@ -163,11 +163,10 @@ pub fn pick_webid(base: &str, account_url: &str, webids: &[String], error: Optio
 <fieldset>
 <legend>The app will act as this WebID</legend>
 {radios}</fieldset>
-{check}<button type="submit">Continue</button>
+<button type="submit">Continue</button>
 </form>
 "#,
         b = escape(base),
-        check = remember("Remember this choice", false),
     );
     page(base, title, &body)
 }
