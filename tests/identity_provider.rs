@@ -217,6 +217,19 @@ async fn the_css_account_sequence_gives_a_webid_and_working_client_credentials()
     let resp = http.get(&page).send().await.unwrap();
     let csp = resp.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.starts_with("sandbox"), "{csp}");
+    // So is every other type a browser might run scripts in.
+    let xml = format!("{}page.xml", acct.pod);
+    let resp = http
+        .put(&xml)
+        .header("content-type", "application/vnd.example+xml")
+        .body("<html xmlns='http://www.w3.org/1999/xhtml'><script>1</script></html>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = http.get(&xml).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("sandbox"), "{csp}");
     let resp = http
         .get(format!("{}.account/", node.base))
         .header("origin", "http://evil.example")

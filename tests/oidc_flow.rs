@@ -237,8 +237,9 @@ impl Jar {
         (!sent.is_empty()).then(|| sent.join("; "))
     }
 
+    /// The cookie of that name set last (another path's may remain).
     fn get(&self, name: &str) -> Option<&Cookie> {
-        self.0.iter().find(|c| c.name == name)
+        self.0.iter().rev().find(|c| c.name == name)
     }
 }
 
@@ -1468,7 +1469,9 @@ async fn authorization_errors_are_reported_where_the_app_can_see_them() {
     }
 
     // Otherwise the app hears of it at its redirect URI.
+    let long = "s".repeat(1025);
     for (name, value, error) in [
+        ("state", Some(long.as_str()), "invalid_request"),
         ("code_challenge", None, "invalid_request"),
         ("code_challenge_method", Some("plain"), "invalid_request"),
         ("response_type", Some("token"), "unsupported_response_type"),
@@ -1478,6 +1481,11 @@ async fn authorization_errors_are_reported_where_the_app_can_see_them() {
         let request = Authorization::new(&app, SCOPE).with(name, value);
         let reply = Reply::read(http.get(request.url(base)).send().await.unwrap()).await;
         let to = reply.see_other();
+        if name == "state" {
+            // Not echoed: it is the refused value.
+            assert_eq!(query(&to, "error").as_deref(), Some(error), "{to}");
+            continue;
+        }
         assert_eq!(
             error_from(&to, &app, &request, base),
             error,
@@ -1650,4 +1658,96 @@ async fn codes_are_single_use_pkce_bound_and_offline_access_needs_remember() {
     let tokens = reply.json();
     assert!(tokens.get("refresh_token").is_none(), "{tokens}");
     assert_eq!(scopes(&tokens), ["openid", "webid"]);
+}
+
+#[tokio::test]
+async fn forms_from_other_sites_cannot_log_in_or_answer_a_login_step() {
+    let node = node(&[]).await;
+    let base = node.base.as_str();
+    let ours = Url::parse(base).unwrap().origin().ascii_serialization();
+    let http = client();
+    account(&http, base, "erin", "erin@example.org").await;
+    let login = format!("{base}.account/login/password/");
+    let form = [("email", "erin@example.org"), ("password", PASSWORD)];
+
+    // A form posted from another site (the browser names its origin, a
+    // sandboxed page's "null", or the fetch site) logs nobody in.
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+    ] {
+        let reply = Reply::read(
+            http.post(&login)
+                .header(name, value)
+                .header("accept", HTML)
+                .form(&form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{name}: {value}: {reply}");
+        assert!(reply.header("set-cookie").is_none(), "{reply}");
+        assert!(reply.text.contains("other sites"), "{reply}");
+    }
+    // From this server's own page it works, and so does JSON from an app
+    // on another origin (a form cannot send JSON).
+    let reply = Reply::read(
+        http.post(&login)
+            .header("origin", &ours)
+            .form(&form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply}");
+    let reply = Reply::read(
+        http.post(&login)
+            .header("origin", "https://app.example")
+            .json(&json!({"email": "erin@example.org", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply}");
+
+    // During a login for an app, another site cannot cancel it (or answer
+    // any other step) for the user.
+    let (app, _) = register(
+        &http,
+        base,
+        json!({"redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "refresh_token"]}),
+    )
+    .await;
+    let mut browser = Browser::new();
+    authorize(&mut browser, base, &Authorization::new(&app, SCOPE)).await;
+    login_json(&mut browser, base, "erin@example.org").await;
+    let cancel = format!("{base}.account/oidc/cancel/");
+    let cookies = browser
+        .jar
+        .header_for(&Url::parse(&cancel).unwrap())
+        .unwrap();
+    let reply = Reply::read(
+        http.post(&cancel)
+            .header("origin", "https://evil.example")
+            .header("cookie", cookies)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{reply}");
+    let (step, _) = prompt(&mut browser, base).await;
+    assert_eq!(step, "login", "the login goes on");
+
+    // An app that asks for a maximum age gets a fresh password login, even
+    // from a browser that is logged in.
+    let request = Authorization::new(&app, SCOPE).with("max_age", Some("3600"));
+    authorize(&mut browser, base, &request).await;
+    let (step, _) = prompt(&mut browser, base).await;
+    assert_eq!(step, "account");
 }

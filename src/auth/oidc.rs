@@ -719,13 +719,18 @@ impl Verifier {
     }
 
     /// A JSON document (a Solid-OIDC Client ID Document), fetched now
-    /// with the same limits and outbound policy as WebIDs; the error says
-    /// what a client may be told.
+    /// with the same limits and outbound policy as WebIDs, and served at
+    /// `url` itself (not redirected); the error says what a client may be
+    /// told.
     pub async fn fetch_json(&self, url: &str, limit: usize) -> Result<Value, String> {
-        let (_, _, bytes) = self
+        let (at, _, bytes) = self
             .fetch(url, "application/ld+json, application/json;q=0.9", limit)
             .await
             .map_err(|e| e.public(url))?;
+        // A redirect elsewhere would let another document speak for `url`.
+        if Url::parse(url).ok().as_ref() != Some(&at) {
+            return Err("it redirects elsewhere; it must be served at its own URL".into());
+        }
         serde_json::from_slice(&bytes).map_err(|_| "it is not a JSON document".to_string())
     }
 

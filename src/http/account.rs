@@ -243,11 +243,22 @@ pub(super) fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a 
         .ok_or_else(|| AccountError::Invalid(format!("{name} is a required field")))
 }
 
+/// `; Secure` when this server is reached over https: its cookies then
+/// never travel in the clear.
+pub(super) fn secure(app: &App) -> &'static str {
+    if app.config.base_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
 /// The account cookie, kept by the browser for the session's lifetime
 /// (the login's "remember me").
-fn with_lasting_cookie(mut resp: Response, token: &str) -> Response {
+fn with_lasting_cookie(app: &App, mut resp: Response, token: &str) -> Response {
     let cookie = format!(
-        "{COOKIE}={token}; Path=/.account/; HttpOnly; Max-Age={}; SameSite=Lax",
+        "{COOKIE}={token}; Path=/.account/; HttpOnly{}; Max-Age={}; SameSite=Lax",
+        secure(app),
         accounts::SESSION_TTL.as_secs()
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -256,14 +267,15 @@ fn with_lasting_cookie(mut resp: Response, token: &str) -> Response {
     resp
 }
 
-pub(super) fn with_cookie(mut resp: Response, token: &str, expire: bool) -> Response {
+pub(super) fn with_cookie(app: &App, mut resp: Response, token: &str, expire: bool) -> Response {
     // HttpOnly and scoped to the account API: pages never see it.
+    let secure = secure(app);
     let cookie = if expire {
         format!(
-            "{COOKIE}={token}; Path=/.account/; HttpOnly; Expires=Thu, 01 Jan 1970 00:00:00 GMT; SameSite=Lax"
+            "{COOKIE}={token}; Path=/.account/; HttpOnly{secure}; Expires=Thu, 01 Jan 1970 00:00:00 GMT; SameSite=Lax"
         )
     } else {
-        format!("{COOKIE}={token}; Path=/.account/; HttpOnly; SameSite=Lax")
+        format!("{COOKIE}={token}; Path=/.account/; HttpOnly{secure}; SameSite=Lax")
     };
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -310,6 +322,7 @@ pub async fn create_account(State(app): State<Arc<App>>, req: axum::extract::Req
     }
     match accounts::create_account(&app.db).await {
         Ok((id, token)) => with_cookie(
+            &app,
             ok(&app, Some(&id), json!({"authorization": token})),
             &token,
             false,
@@ -398,9 +411,9 @@ pub async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
             let interaction = fields.get("location").is_some();
             let resp = ok_in(&app, Some(&account), interaction, fields);
             if super::interaction::flag(&body, "remember") {
-                with_lasting_cookie(resp, &token)
+                with_lasting_cookie(&app, resp, &token)
             } else {
-                with_cookie(resp, &token, false)
+                with_cookie(&app, resp, &token, false)
             }
         }
         Err(e) => e.into_response(),
@@ -455,7 +468,7 @@ pub async fn account_section(
         ("logout", &Method::POST) => {
             if let Some(t) = token(&headers) {
                 let _ = accounts::end_session(&app.db, &t).await;
-                return with_cookie(ok(&app, None, json!({})), &t, true);
+                return with_cookie(&app, ok(&app, None, json!({})), &t, true);
             }
             Ok(ok(&app, None, json!({})))
         }
@@ -928,7 +941,12 @@ pub async fn register(State(app): State<Arc<App>>, req: axum::extract::Request) 
                 let message = format!(
                     "Your account was created and you are logged in, but the pod was not: {why}"
                 );
-                return with_cookie(error(StatusCode::BAD_REQUEST, &message), &token, false);
+                return with_cookie(
+                    &app,
+                    error(StatusCode::BAD_REQUEST, &message),
+                    &token,
+                    false,
+                );
             }
         }
     }
@@ -941,6 +959,7 @@ pub async fn register(State(app): State<Arc<App>>, req: axum::extract::Request) 
         Err(e) => return e.into_response(),
     };
     with_cookie(
+        &app,
         ok_in(&app, Some(&account), interaction, fields),
         &token,
         false,

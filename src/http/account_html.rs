@@ -2,7 +2,8 @@
 //! a GET that prefers HTML gets the page for where the user is (log in,
 //! pick a WebID, consent to an app, or the account's pods), and a form
 //! POST that prefers HTML gets a 303 to where it goes on, or the form again
-//! with what was wrong. The JSON API underneath is the same.
+//! with what was wrong. The JSON API underneath is the same. Forms posted
+//! from other sites are refused first.
 
 // Handlers stop early with the response to send.
 #![allow(clippy::result_large_err)]
@@ -27,7 +28,13 @@ const REGISTER: &str = "/.account/login/password/register/";
 
 pub async fn html(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    if !path.starts_with("/.account/") || !pages::prefers_html(req.headers()) {
+    if !path.starts_with("/.account/") {
+        return next.run(req).await;
+    }
+    if let Some(refusal) = cross_site_form(&app, &req) {
+        return refusal;
+    }
+    if !pages::prefers_html(req.headers()) {
         return next.run(req).await;
     }
     let b = base(&app);
@@ -57,6 +64,61 @@ pub async fn html(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
         }
         _ => next.run(req).await,
     }
+}
+
+/// Refuses a form posted to the account API from another origin or site.
+/// A browser sends such a form without asking (no CORS preflight), with
+/// the same-site cookies; it could log the visitor in to someone else's
+/// account, or answer a login step for them. Requests a form cannot make
+/// (JSON bodies, which need a preflight this API answers without
+/// credentials) and requests from this origin pass.
+fn cross_site_form(app: &App, req: &Request) -> Option<Response> {
+    let method = req.method();
+    if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+        return None;
+    }
+    let headers = req.headers();
+    let ours = app.config.base_url.origin().ascii_serialization();
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o != ours);
+    let foreign_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s == "cross-site" || s == "same-site");
+    if !foreign_origin && !foreign_site {
+        return None;
+    }
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::rdf::essence)
+        .unwrap_or_default();
+    let form = matches!(
+        essence.as_str(),
+        "" | "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+    );
+    if !form {
+        return None;
+    }
+    let message = format!(
+        "Forms from other sites are refused here: submit this one from {ours}, or send JSON with a CSS-Account-Token header."
+    );
+    Some(if pages::prefers_html(headers) {
+        let b = base(app);
+        pages::response(
+            StatusCode::FORBIDDEN,
+            pages::message(
+                &b,
+                "Refused",
+                &message,
+                Some((&format!("{b}.account/"), "Your account")),
+            ),
+        )
+    } else {
+        super::account::error(StatusCode::FORBIDDEN, &message)
+    })
 }
 
 /// A JSON answer as a browser needs it: success goes on (303 to its

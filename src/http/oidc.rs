@@ -136,6 +136,10 @@ fn client_identity(
     form: &[(String, String)],
 ) -> Option<(String, Option<String>)> {
     if let Some((id, secret)) = client_auth(headers, form) {
+        // One client per request: a form client_id must name the same.
+        if form_field(form, "client_id").is_some_and(|other| other != id) {
+            return None;
+        }
         return Some((id, Some(secret)));
     }
     let id = form.iter().find(|(k, _)| k == "client_id")?.1.clone();
@@ -489,13 +493,20 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn set_cookie(resp: &mut Response, name: &str, value: &str, path: &str, clear: bool) {
+fn set_cookie(
+    app: &App,
+    resp: &mut Response,
+    (name, value): (&str, &str),
+    path: &str,
+    clear: bool,
+) {
     let life = if clear {
         "Max-Age=0".to_string()
     } else {
         format!("Max-Age={}", oauth::INTERACTION_TTL.as_secs())
     };
-    let text = format!("{name}={value}; Path={path}; {life}; HttpOnly; SameSite=Lax");
+    let secure = super::account::secure(app);
+    let text = format!("{name}={value}; Path={path}; {life}; HttpOnly{secure}; SameSite=Lax");
     if let Ok(v) = header::HeaderValue::from_str(&text) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -538,6 +549,12 @@ fn back_to_app(
     see_other(target.as_str())
 }
 
+/// The longest `state` or `nonce` an app may send (they are stored and
+/// sent back).
+const MAX_ECHOED: usize = 1024;
+/// Logins one address may start per throttling window (15 minutes).
+const MAX_LOGINS_PER_ADDRESS: usize = 100;
+
 /// A refusal shown to the user (the app cannot be trusted with it): a
 /// page for browsers, an OAuth error body otherwise.
 fn refuse(headers: &HeaderMap, app: &App, error: &str, description: &str) -> Response {
@@ -556,13 +573,13 @@ fn refuse(headers: &HeaderMap, app: &App, error: &str, description: &str) -> Res
 /// to the account pages with a new interaction; a request that cannot be
 /// trusted to redirect (unknown client, unregistered redirect URI) is
 /// refused here.
-pub async fn authorize(
-    State(app): State<Arc<App>>,
-    method: axum::http::Method,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    body: axum::body::Body,
-) -> Response {
+pub async fn authorize(State(app): State<Arc<App>>, req: axum::extract::Request) -> Response {
+    let address = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = req.into_parts();
+    let (method, headers, uri) = (parts.method, parts.headers, parts.uri);
     let params: Vec<(String, String)> = if method == axum::http::Method::POST {
         match super::account::small_body(body).await {
             Ok(b) => url::form_urlencoded::parse(&b).into_owned().collect(),
@@ -623,6 +640,12 @@ pub async fn authorize(
             &[("error", error), ("error_description", description)],
         )
     };
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return back(
+            "unauthorized_client",
+            "this client did not register the authorization_code grant",
+        );
+    }
     if get("response_type") != Some("code") {
         return back(
             "unsupported_response_type",
@@ -667,6 +690,15 @@ pub async fn authorize(
     if !scope.iter().any(|s| s == "openid") {
         return back("invalid_scope", "the scope must include openid");
     }
+    if [state, get("nonce")]
+        .iter()
+        .any(|v| v.is_some_and(|v| v.len() > MAX_ECHOED))
+    {
+        return back(
+            "invalid_request",
+            &format!("state and nonce may be at most {MAX_ECHOED} bytes"),
+        );
+    }
     let prompt: Vec<&str> = get("prompt").unwrap_or_default().split(' ').collect();
     if prompt.contains(&"none") {
         return back(
@@ -686,9 +718,21 @@ pub async fn authorize(
         state: state.map(str::to_string),
         nonce: get("nonce").map(str::to_string),
         code_challenge: challenge.to_string(),
-        force_login: prompt.contains(&"login"),
+        // A maximum age is met by a password login now.
+        force_login: prompt.contains(&"login") || get("max_age").is_some(),
         ..Default::default()
     };
+    match accounts::creation_allowed(&app.db, "interaction", address, MAX_LOGINS_PER_ADDRESS).await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return back(
+                "temporarily_unavailable",
+                "too many logins were started from this address; try again later",
+            );
+        }
+        Err(_) => return unavailable("the login store"),
+    }
     let uid = match oauth::start(&app.db, &interaction).await {
         Ok(uid) => uid,
         Err(e) => {
@@ -697,11 +741,17 @@ pub async fn authorize(
         }
     };
     let mut resp = see_other(&url(&app, "/.account/"));
-    set_cookie(&mut resp, INTERACTION_COOKIE, &uid, "/.account/", false);
     set_cookie(
+        &app,
         &mut resp,
-        RESUME_COOKIE,
-        &uid,
+        (INTERACTION_COOKIE, &uid),
+        "/.account/",
+        false,
+    );
+    set_cookie(
+        &app,
+        &mut resp,
+        (RESUME_COOKIE, &uid),
         &format!("{AUTH_PATH}/{uid}"),
         false,
     );
@@ -726,11 +776,17 @@ pub async fn resume(
         Err(_) => return unavailable("the login store"),
     };
     let done = |mut resp: Response| {
-        set_cookie(&mut resp, INTERACTION_COOKIE, "", "/.account/", true);
         set_cookie(
+            &app,
             &mut resp,
-            RESUME_COOKIE,
-            "",
+            (INTERACTION_COOKIE, ""),
+            "/.account/",
+            true,
+        );
+        set_cookie(
+            &app,
+            &mut resp,
+            (RESUME_COOKIE, ""),
             &format!("{AUTH_PATH}/{uid}"),
             true,
         );

@@ -37,6 +37,15 @@ pub async fn get(
         return Ok(resp);
     }
     let head = method == Method::HEAD;
+    // Pods share the server's origin (path-style pods) or site
+    // (subdomains): nothing stored in one may run as this origin, where it
+    // could use the account API with a visitor's session. Every
+    // representation is sandboxed, whatever its type: browsers run scripts in
+    // more types than anyone can list (any `+xml`, for one).
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SANDBOX),
+    );
     let accept = req.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (stored_syntax, stored_type) = if record.is_container() {
         (Some(Syntax::Turtle), "text/turtle")
@@ -99,15 +108,6 @@ pub async fn get(
     }
 
     set(&mut h, header::CONTENT_TYPE, &record.content_type);
-    if scriptable(&record.content_type) {
-        // Pods share the server's origin (path-style pods) or site
-        // (subdomains): a page stored in one must not run as this origin,
-        // where it could use the account API with a visitor's session.
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(SANDBOX),
-        );
-    }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let size = record.size as u64;
     let range = match req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -270,14 +270,6 @@ fn storage_description(app: &App, target: &Target, method: &Method) -> Response 
 
 /// The sandbox for stored pages: scripts run, in an opaque origin.
 const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
-
-/// Media types a browser runs scripts in.
-fn scriptable(content_type: &str) -> bool {
-    matches!(
-        crate::rdf::essence(content_type).as_str(),
-        "text/html" | "application/xhtml+xml" | "image/svg+xml" | "text/xml" | "application/xml"
-    )
-}
 
 #[cfg(test)]
 mod tests {
