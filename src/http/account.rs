@@ -172,14 +172,7 @@ pub(super) fn token(headers: &HeaderMap) -> Option<String> {
     {
         return Some(t);
     }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
+    super::oidc::cookie(headers, COOKIE)
 }
 
 /// The logged-in account, if any.
@@ -265,6 +258,11 @@ fn with_lasting_cookie(app: &App, mut resp: Response, token: &str) -> Response {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// A login's email and password.
+fn credentials(body: &Map<String, Value>) -> Result<(&str, &str), AccountError> {
+    Ok((field(body, "email")?, field(body, "password")?))
 }
 
 pub(super) fn with_cookie(app: &App, mut resp: Response, token: &str, expire: bool) -> Response {
@@ -366,12 +364,9 @@ async fn may_create(app: &App, address: Option<std::net::IpAddr>) -> Result<(), 
 
 /// `GET|POST /.account/login/password/`: password login.
 pub async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> Response {
+    let address = address(&req);
     let (parts, body) = req.into_parts();
     let (method, headers) = (parts.method, parts.headers);
-    let address = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
     let body = match small_body(body).await {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -392,9 +387,9 @@ pub async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let (email, password) = match (field(&body, "email"), field(&body, "password")) {
-        (Ok(e), Ok(p)) => (e, p),
-        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    let (email, password) = match credentials(&body) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
     };
     match accounts::login(&app.db, email, password, address).await {
         Ok((account, token)) => {
@@ -479,9 +474,9 @@ pub async fn account_section(
             list_section(&app, &account, &acc, what, fields).await
         }
         ("login/password", &Method::POST) => {
-            let (email, password) = match (field(&body, "email"), field(&body, "password")) {
-                (Ok(e), Ok(p)) => (e, p),
-                (Err(e), _) | (_, Err(e)) => return e.into_response(),
+            let (email, password) = match credentials(&body) {
+                Ok(c) => c,
+                Err(e) => return e.into_response(),
             };
             accounts::add_password(&app.db, &account, email, password)
                 .await
@@ -897,9 +892,9 @@ pub async fn register(State(app): State<Arc<App>>, req: axum::extract::Request) 
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let (email, password) = match (field(&body, "email"), field(&body, "password")) {
-        (Ok(e), Ok(p)) => (e, p),
-        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    let (email, password) = match credentials(&body) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
     };
     let pod = body
         .get("podName")

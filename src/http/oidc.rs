@@ -793,17 +793,18 @@ pub async fn resume(
         resp
     };
     let state = interaction.state.as_deref();
-    if interaction.cancelled {
-        let _ = oauth::finish(&app.db, &uid).await;
-        return done(back_to_app(
+    // The login ends without a code: the app hears why.
+    let denied = |why: &str| {
+        done(back_to_app(
             &app,
             &interaction.redirect_uri,
             state,
-            &[
-                ("error", "access_denied"),
-                ("error_description", "User cancelled the interaction."),
-            ],
-        ));
+            &[("error", "access_denied"), ("error_description", why)],
+        ))
+    };
+    if interaction.cancelled {
+        let _ = oauth::finish(&app.db, &uid).await;
+        return denied("User cancelled the interaction.");
     }
     let (Some(remember), Some(account), Some(webid)) = (
         interaction.consent,
@@ -816,18 +817,7 @@ pub async fn resume(
         Ok(true) => {}
         Ok(false) => {
             let _ = oauth::finish(&app.db, &uid).await;
-            return done(back_to_app(
-                &app,
-                &interaction.redirect_uri,
-                state,
-                &[
-                    ("error", "access_denied"),
-                    (
-                        "error_description",
-                        "The WebID is no longer linked to the account.",
-                    ),
-                ],
-            ));
+            return denied("The WebID is no longer linked to the account.");
         }
         Err(_) => return unavailable("the account store"),
     }
