@@ -6,6 +6,7 @@ pub mod admin_token;
 pub mod dpop;
 pub mod jose;
 pub mod oidc;
+pub mod wac;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
