@@ -330,7 +330,7 @@ pub async fn create_account(State(app): State<Arc<App>>, req: axum::extract::Req
 }
 
 /// The client's address.
-fn address(req: &axum::extract::Request) -> Option<std::net::IpAddr> {
+pub(super) fn address(req: &axum::extract::Request) -> Option<std::net::IpAddr> {
     req.extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())

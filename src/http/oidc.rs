@@ -574,10 +574,7 @@ fn refuse(headers: &HeaderMap, app: &App, error: &str, description: &str) -> Res
 /// trusted to redirect (unknown client, unregistered redirect URI) is
 /// refused here.
 pub async fn authorize(State(app): State<Arc<App>>, req: axum::extract::Request) -> Response {
-    let address = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+    let address = super::account::address(&req);
     let (parts, body) = req.into_parts();
     let (method, headers, uri) = (parts.method, parts.headers, parts.uri);
     let params: Vec<(String, String)> = if method == axum::http::Method::POST {
@@ -877,11 +874,8 @@ fn client_document(
 
 /// `POST /.oidc/reg`: dynamic client registration (RFC 7591).
 pub async fn register(State(app): State<Arc<App>>, req: axum::extract::Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let address = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+    let address = super::account::address(&req);
+    let (_, body) = req.into_parts();
     let body = match super::account::small_body(body).await {
         Ok(b) => b,
         Err(resp) => return resp,

@@ -53,7 +53,8 @@ impl From<DbError> for AccountError {
     }
 }
 
-fn hash(text: &str) -> String {
+/// SHA-256, hex: how tokens and secrets are stored.
+pub(crate) fn hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -448,6 +449,6 @@ pub async fn check_client(
 }
 
 /// Constant-time equality of two byte strings.
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::accounts::{hash, subtle_eq};
 use crate::db::{Db, DbError, IdpRecord, now_ms};
 
 pub const OIDC_CLIENT: &str = "oidc-client";
@@ -37,20 +38,11 @@ pub const OIDC_CONTEXT: &str = "https://www.w3.org/ns/solid/oidc-context.jsonld"
 /// The largest Client ID Document read.
 const MAX_CLIENT_DOCUMENT: usize = 64 * 1024;
 
-fn hash(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
 /// A random token: 32 bytes, base64url.
 fn random_token() -> String {
     let mut buf = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut buf);
     B64.encode(buf)
-}
-
-/// Constant-time equality of two byte strings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn record(kind: &str, id: &str, account: Option<&str>, data: String, ttl: Duration) -> IdpRecord {
@@ -229,7 +221,10 @@ async fn registered(db: &Db, client_id: &str) -> Result<Option<(IdpRecord, Regis
     Ok(db
         .record_get(OIDC_CLIENT, client_id, now_ms())
         .await?
-        .and_then(|r| Some((r.clone(), serde_json::from_str(&r.data).ok()?))))
+        .and_then(|r| {
+            let data = serde_json::from_str(&r.data).ok()?;
+            Some((r, data))
+        }))
 }
 
 /// A registered client's metadata, for the holder of its registration
@@ -240,7 +235,7 @@ pub async fn registration(
     token: &str,
 ) -> Result<Option<(Metadata, i64)>, DbError> {
     Ok(registered(db, client_id).await?.and_then(|(_, r)| {
-        same(hash(token).as_bytes(), r.registration_hash.as_bytes())
+        subtle_eq(hash(token).as_bytes(), r.registration_hash.as_bytes())
             .then_some((r.metadata, r.issued_at))
     }))
 }
@@ -321,15 +316,22 @@ pub async fn authenticate(
     };
     let ok = match (&r.secret_hash, secret) {
         (None, _) => true,
-        (Some(h), Some(s)) => same(hash(s).as_bytes(), h.as_bytes()),
+        (Some(h), Some(s)) => subtle_eq(hash(s).as_bytes(), h.as_bytes()),
         (Some(_), None) => false,
     };
     if !ok {
         return Ok(None);
     }
-    // In use: kept another CLIENT_TTL.
-    rec.expires_at = Some(now_ms() + CLIENT_TTL.as_millis() as i64);
-    db.record_update(&rec).await?;
+    // In use: kept another CLIENT_TTL (written at most once a day, not on
+    // every token request).
+    let renewed = now_ms() + CLIENT_TTL.as_millis() as i64;
+    if rec
+        .expires_at
+        .is_none_or(|at| renewed - at > 24 * 3600 * 1000)
+    {
+        rec.expires_at = Some(renewed);
+        db.record_update(&rec).await?;
+    }
     Ok(Some(r.metadata))
 }
 
@@ -452,7 +454,7 @@ pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     valid
-        && same(
+        && subtle_eq(
             B64.encode(Sha256::digest(verifier)).as_bytes(),
             challenge.as_bytes(),
         )
