@@ -27,10 +27,11 @@ const LOGIN: &str = "/.account/login/password/";
 const REGISTER: &str = "/.account/login/password/register/";
 
 pub async fn html(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    if !path.starts_with("/.account/") {
+    // Every request passes here: nothing is allocated for pod requests.
+    if !req.uri().path().starts_with("/.account/") {
         return next.run(req).await;
     }
+    let path = req.uri().path().to_string();
     if let Some(refusal) = cross_site_form(&app, &req) {
         return refusal;
     }

@@ -104,7 +104,6 @@ pub async fn jwks(State(app): State<Arc<App>>) -> Response {
 /// The client's id and secret: HTTP Basic (form-urlencoded parts, RFC 6749
 /// section 2.3.1) or `client_id`/`client_secret` in the form.
 fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Option<(String, String)> {
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     if let Some(basic) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -126,6 +125,7 @@ fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Option<(String
         };
         return Some((dec(id)?, dec(secret)?));
     }
+    let field = |name: &str| form_field(form, name).map(str::to_string);
     Some((field("client_id")?, field("client_secret")?))
 }
 
@@ -142,8 +142,7 @@ fn client_identity(
         }
         return Some((id, Some(secret)));
     }
-    let id = form.iter().find(|(k, _)| k == "client_id")?.1.clone();
-    Some((id, None))
+    Some((form_field(form, "client_id")?.to_string(), None))
 }
 
 fn form_field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
