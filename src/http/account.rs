@@ -769,6 +769,15 @@ pub async fn new_pod(
         tracing::error!(pod = %name, error = %e.message, "cannot write a new pod's WebID profile");
         return Err(AccountError::Unavailable);
     }
+    for (path, text) in [
+        ("/.acl", crate::auth::wac::pod_root_acl(&webid)),
+        ("/profile/card.acl", crate::auth::wac::profile_acl(&webid)),
+    ] {
+        if let Err(e) = crate::ldp::access::write_acl(app, &name, &pod_url, path, text).await {
+            tracing::error!(pod = %name, %path, error = %e, "cannot write a new pod's ACL");
+            return Err(AccountError::Unavailable);
+        }
+    }
     let link = accounts::link_webid(&app.db, account, &webid).await?;
     tracing::info!(pod = %name, %webid, "created a pod with a WebID");
     Ok((pod_url, webid, record_id, link))

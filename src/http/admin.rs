@@ -291,6 +291,27 @@ pub async fn create_pod(
     };
     match app.db.pod_create(&record).await {
         Ok(_) => {
+            let acl = if req.public_write {
+                Some(crate::auth::wac::public_write_acl())
+            } else {
+                req.owner.as_deref().map(crate::auth::wac::pod_root_acl)
+            };
+            if let Some(text) = acl
+                && let Err(e) = crate::ldp::access::write_acl(
+                    &app,
+                    &record.pod_id,
+                    &record.base_url,
+                    "/.acl",
+                    text,
+                )
+                .await
+            {
+                tracing::error!(pod = %record.pod_id, error = %e, "cannot write the pod's ACL");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the pod was created but its ACL could not be written; delete it and try again",
+                );
+            }
             tracing::info!(pod = %record.pod_id, public_write = req.public_write, "created pod");
             (StatusCode::CREATED, Json(pod_json(&record))).into_response()
         }

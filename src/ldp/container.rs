@@ -64,7 +64,8 @@ pub fn listing(db: Db, container: ResourceRecord, is_root: bool) -> ByteStream {
                     .then(|| children.last().map(|c| c.path.clone()))
                     .flatten();
                 let mut text = String::with_capacity(children.len() * 160);
-                for child in &children {
+                // ACLs are auxiliary resources, found by their Link, not listed.
+                for child in children.iter().filter(|c| !c.path.ends_with(".acl")) {
                     text.push_str(&child_triples(child));
                 }
                 let rest = next.map(|after| (db, container, Some(after)));

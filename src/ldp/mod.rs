@@ -2,6 +2,7 @@
 //! `match` on the method. One file per method; shared rules in `write.rs`,
 //! `headers.rs`, `target.rs`.
 
+pub mod access;
 pub mod container;
 pub mod delete;
 pub mod error;
@@ -31,13 +32,37 @@ pub async fn serve(
     method: Method,
     headers: HeaderMap,
     body: Body,
+    credentials: &crate::auth::Credentials,
 ) -> Response {
     // The handler gets the body through a slot, so that a body it refused
     // without reading (413 on the declared length, 412, 415 …) can be
     // drained after the response: a client still sending would otherwise
     // see a broken pipe instead of the answer.
     let slot = Arc::new(std::sync::Mutex::new(Some(body)));
-    let mut resp = match dispatch(app, target, &method, &headers, from_slot(slot.clone())).await {
+    let decided = if method == Method::OPTIONS {
+        Ok(None)
+    } else {
+        access::authorize(app, target, &method, &headers, credentials)
+            .await
+            .map(Some)
+    };
+    let result = match decided {
+        Ok(modes) => dispatch(app, target, &method, &headers, from_slot(slot.clone()))
+            .await
+            .map(|mut resp| {
+                if let Some((user, public)) = modes {
+                    let value = crate::auth::wac::wac_allow(user, public);
+                    if let Ok(v) = header::HeaderValue::from_str(&value)
+                        && !value.is_empty()
+                    {
+                        resp.headers_mut().insert("wac-allow", v);
+                    }
+                }
+                resp
+            }),
+        Err(e) => Err(e),
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             if e.status == StatusCode::SERVICE_UNAVAILABLE {
