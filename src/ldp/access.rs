@@ -159,22 +159,6 @@ pub async fn authorize(
     Ok((user, public))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn containers_and_acl_paths() {
-        assert_eq!(parent("/a/b"), Some("/a/".into()));
-        assert_eq!(parent("/a/b/"), Some("/a/".into()));
-        assert_eq!(parent("/a"), Some("/".into()));
-        assert_eq!(parent("/"), None);
-        assert_eq!(acl_path("/a/"), "/a/.acl");
-        assert_eq!(protected("/a/b.acl"), Some("/a/b"));
-        assert_eq!(protected("/a/.acl"), Some("/a/"));
-    }
-}
-
 /// Writes an ACL document into a pod (at pod creation).
 pub async fn write_acl(
     app: &App,
@@ -200,4 +184,20 @@ pub async fn write_acl(
         .await
         .map(|_| ())
         .map_err(|e| e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containers_and_acl_paths() {
+        assert_eq!(parent("/a/b"), Some("/a/".into()));
+        assert_eq!(parent("/a/b/"), Some("/a/".into()));
+        assert_eq!(parent("/a"), Some("/".into()));
+        assert_eq!(parent("/"), None);
+        assert_eq!(acl_path("/a/"), "/a/.acl");
+        assert_eq!(protected("/a/b.acl"), Some("/a/b"));
+        assert_eq!(protected("/a/.acl"), Some("/a/"));
+    }
 }
