@@ -63,6 +63,8 @@ pub struct App {
     pub oidc: Arc<crate::auth::oidc::Verifier>,
     /// xpod's own identity provider.
     pub idp: Arc<crate::idp::Idp>,
+    /// Parsed ACLs and group documents.
+    pub access: crate::ldp::access::Cache,
 }
 
 /// Makes sure the root file path exists and is writable, before anything is put there.
@@ -186,6 +188,7 @@ impl App {
             admin_token,
             metrics,
             placement: Default::default(),
+            access: Default::default(),
             nonces: Default::default(),
             sessions: Default::default(),
             notify: Default::default(),

@@ -536,7 +536,7 @@ async fn a_pod_goes_to_css_and_comes_back_the_same() {
     support::assert_one_line_error(
         &out,
         1,
-        "requires authentication; client credentials arrive with issue 9",
+        "the copier does not log in",
     );
     let out = node.cli(&["pods", "export", "nobody", "--to", &copy]);
     support::assert_one_line_error(&out, 1, "there is no pod nobody");

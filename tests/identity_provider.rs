@@ -206,6 +206,7 @@ async fn the_css_account_sequence_gives_a_webid_and_working_client_credentials()
     // API with a visitor's session, and the account API answers no
     // credentialed cross-origin request.
     let page = format!("{}page.html", acct.pod);
+    // The new pod is its owner's: nobody else may write to it.
     let resp = http
         .put(&page)
         .header("content-type", "text/html")
@@ -213,21 +214,46 @@ async fn the_css_account_sequence_gives_a_webid_and_working_client_credentials()
         .send()
         .await
         .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http
+        .put(&page)
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", key.proof("PUT", &page, Some(&token)))
+        .header("content-type", "text/html")
+        .body("<script>fetch('/.account/')</script>")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
-    let resp = http.get(&page).send().await.unwrap();
+    let resp = http
+        .get(&page)
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", key.proof("GET", &page, Some(&token)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     let csp = resp.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.starts_with("sandbox"), "{csp}");
     // So is every other type a browser might run scripts in.
     let xml = format!("{}page.xml", acct.pod);
     let resp = http
         .put(&xml)
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", key.proof("PUT", &xml, Some(&token)))
         .header("content-type", "application/vnd.example+xml")
         .body("<html xmlns='http://www.w3.org/1999/xhtml'><script>1</script></html>")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    let resp = http.get(&xml).send().await.unwrap();
+    let resp = http
+        .get(&xml)
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", key.proof("GET", &xml, Some(&token)))
+        .send()
+        .await
+        .unwrap();
     let csp = resp.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.starts_with("sandbox"), "{csp}");
     let resp = http

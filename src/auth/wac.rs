@@ -5,8 +5,8 @@
 //! status a refusal gets, and the `WAC-Allow` header. Pure: the caller
 //! reads the ACL documents and resolves group membership.
 //!
-//! Not yet wired to requests: this is the decision core that the LDP
-//! handler, notifications and forwarded requests will share.
+//! [`crate::ldp::access`] reads the documents, caches them and applies
+//! these decisions to every pod request and notification subscription.
 
 use std::collections::HashSet;
 
@@ -66,11 +66,14 @@ impl Modes {
     }
 }
 
-/// Who asks: a WebID (authenticated) or nobody (anonymous), and the
-/// groups (by IRI) the caller found the WebID to be a member of.
+/// Who asks: a WebID (authenticated) or nobody (anonymous), the groups
+/// (by IRI) the caller found the WebID to be a member of, and the web
+/// origin of the app making the request, when a browser said so in
+/// `Origin` and it is not the server's own.
 pub struct Agent<'a> {
     pub webid: Option<&'a str>,
     pub groups: &'a HashSet<String>,
+    pub origin: Option<&'a str>,
 }
 
 /// One `acl:Authorization`.
@@ -82,17 +85,32 @@ struct Rule {
     groups: Vec<String>,
     access_to: Vec<String>,
     default: Vec<String>,
+    /// `acl:origin`: when not empty, the rule holds only for requests from
+    /// these web origins (or with no `Origin` at all).
+    origins: Vec<String>,
     modes: Modes,
 }
 
 impl Rule {
+    /// Both the agent and, when the rule names origins, the app's origin
+    /// must match: a rule naming only origins grants nothing.
     fn applies_to(&self, agent: &Agent<'_>) -> bool {
-        self.public
+        let who = self.public
             || (agent.webid.is_some()
                 && (self.authenticated
                     || self.agents.iter().any(|a| Some(a.as_str()) == agent.webid)
-                    || self.groups.iter().any(|g| agent.groups.contains(g))))
+                    || self.groups.iter().any(|g| agent.groups.contains(g))));
+        who && match agent.origin {
+            Some(origin) if !self.origins.is_empty() => self.origins.iter().any(|o| o == origin),
+            _ => true,
+        }
     }
+}
+
+/// An origin as `Origin` sends it: scheme, host and port, lower case,
+/// without a trailing slash.
+pub fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
 /// A parsed ACL document, for the resource it protects.
@@ -133,6 +151,7 @@ impl Acl {
                     }
                     Some("accessTo") => rule.access_to.push(object),
                     Some("default") => rule.default.push(object),
+                    Some("origin") => rule.origins.push(normalize_origin(&object)),
                     Some("mode") => rule.modes = rule.modes.union(Modes::from_iri(&object)),
                     _ => {}
                 }
@@ -344,7 +363,46 @@ mod tests {
     }
 
     fn agent<'a>(webid: Option<&'a str>, groups: &'a HashSet<String>) -> Agent<'a> {
-        Agent { webid, groups }
+        Agent {
+            webid,
+            groups,
+            origin: None,
+        }
+    }
+
+    #[test]
+    fn an_origin_restricts_a_rule_to_the_apps_it_names() {
+        let restricted = acl(
+            &format!("{POD}notes/.acl"),
+            &format!(
+                "@prefix acl: <http://www.w3.org/ns/auth/acl#>.\n\
+                 <#bob> a acl:Authorization; acl:agent <{BOB}>; acl:origin <https://App.example/>;\n\
+                   acl:accessTo <./>; acl:mode acl:Read.\n\
+                 <#apps> a acl:Authorization; acl:origin <https://other.example>; acl:accessTo <./>; acl:mode acl:Write.\n"
+            ),
+        );
+        let none = HashSet::new();
+        let from = |origin| Agent {
+            webid: Some(BOB),
+            groups: &none,
+            origin,
+        };
+        let chain = [Some(&restricted)];
+        // Not from a browser app (no Origin): the agent's rule holds.
+        assert_eq!(effective(&chain, &from(None)), Modes::READ);
+        assert_eq!(
+            effective(&chain, &from(Some("https://app.example"))),
+            Modes::READ
+        );
+        assert_eq!(
+            effective(&chain, &from(Some("https://evil.example"))),
+            Modes::NONE
+        );
+        // A rule naming only an origin names no agent: it grants nothing.
+        assert_eq!(
+            effective(&chain, &from(Some("https://other.example"))),
+            Modes::NONE
+        );
     }
 
     /// A container ACL: Bob reads the container and what is in it, the

@@ -272,6 +272,12 @@ pub async fn create_pod(
     if let Err(why) = crate::pod::validate_name(&req.name) {
         return refuse(StatusCode::BAD_REQUEST, &why);
     }
+    if !req.public_write && req.owner.is_none() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "a pod needs an owner, or nobody could use it: give --owner <e-mail of an account, or a WebID>, or --public-write for a pod anyone may read and change",
+        );
+    }
     // An owner given by e-mail is an account: the pod joins it, with a
     // WebID profile, as if the account had created it.
     if let Some(email) = req
@@ -291,20 +297,13 @@ pub async fn create_pod(
     };
     match app.db.pod_create(&record).await {
         Ok(_) => {
-            let acl = if req.public_write {
-                Some(crate::auth::wac::public_write_acl())
-            } else {
-                req.owner.as_deref().map(crate::auth::wac::pod_root_acl)
+            let acl = match req.owner.as_deref() {
+                Some(owner) if !req.public_write => crate::auth::wac::pod_root_acl(owner),
+                _ => crate::auth::wac::public_write_acl(),
             };
-            if let Some(text) = acl
-                && let Err(e) = crate::ldp::access::write_acl(
-                    &app,
-                    &record.pod_id,
-                    &record.base_url,
-                    "/.acl",
-                    text,
-                )
-                .await
+            if let Err(e) =
+                crate::ldp::access::write_acl(&app, &record.pod_id, &record.base_url, "/.acl", acl)
+                    .await
             {
                 tracing::error!(pod = %record.pod_id, error = %e, "cannot write the pod's ACL");
                 return refuse(

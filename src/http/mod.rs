@@ -161,6 +161,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
 /// Binds the listener and serves until SIGTERM or SIGINT, then lets in-flight
 /// requests finish.
 pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
+    crate::ldp::access::give_old_pods_an_acl(&app).await?;
     let addr = std::net::SocketAddr::new(app.config.host, app.config.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         StartupError(format!(
@@ -195,13 +196,17 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
             Box::new(move |events: &[crate::db::EventRecord]| {
                 for e in events {
                     match e.kind.as_str() {
-                        "owner" => app.placement.forget_pod(&e.pod_id),
+                        "owner" => {
+                            app.placement.forget_pod(&e.pod_id);
+                            app.access.forget_pod(&e.pod_id);
+                        }
                         // A migration may be waiting for this node to drive it.
                         "migration" => {
                             app.migrations.observe(e);
                             app.migrations.wake();
                         }
-                        _ => {}
+                        // A changed ACL or group document counts at once.
+                        _ => app.access.forget(&e.pod_id, &e.path),
                     }
                 }
                 // WebSocket channels connected here hear of every change.

@@ -216,3 +216,39 @@ async fn route_verified(
         }
     }
 }
+
+/// What a `HEAD` of `url` by the caller gets from the pod's owner (this
+/// node or the one it is forwarded to): how a notification subscription
+/// learns whether its subscriber may read the topic, decided by the same
+/// rules and on the same node as a read.
+pub async fn read_status(
+    app: &Arc<App>,
+    target: &ldp::target::Target,
+    url: &str,
+    origin: Option<&axum::http::HeaderValue>,
+    credentials: &Credentials,
+) -> StatusCode {
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(Ok(host)) = uri
+        .authority()
+        .map(|a| axum::http::HeaderValue::from_str(a.as_str()))
+    {
+        headers.insert(axum::http::header::HOST, host);
+    }
+    if let Some(origin) = origin {
+        headers.insert(axum::http::header::ORIGIN, origin.clone());
+    }
+    let request = Routed {
+        method: axum::http::Method::HEAD,
+        uri,
+        headers,
+        client_addr: None,
+        credentials: credentials.clone(),
+    };
+    route_verified(app, request, axum::body::Body::empty(), target)
+        .await
+        .status()
+}

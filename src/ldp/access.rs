@@ -1,21 +1,116 @@
-//! Applies Web Access Control ([`crate::auth::wac`]) to a request for a
-//! pod this node owns: reads the ACLs that govern the target and its
-//! container, decides, and refuses with 401, 403 or 404.
+//! Applies Web Access Control ([`crate::auth::wac`]) to requests for the
+//! pods this node owns: finds the ACLs that govern the target and its
+//! container, resolves the caller's groups, decides, and refuses with 401,
+//! 403 or 404.
 //!
-//! Work in progress (branch `wac`): ACLs are read on every request (no
-//! cache yet), groups are not resolved, PATCH is judged without reading
-//! the patch.
+//! Parsed ACLs and group documents are cached per node ([`Cache`]). Every
+//! write on this node forgets the entry for the path it wrote before it
+//! answers; every other node forgets it when its outbox follower sees the
+//! change (and forgets a whole pod when the pod changes owner), so an ACL
+//! edit holds on the owner at once and everywhere within moments.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 
 use super::error::LdpError;
 use super::target::Target;
 use crate::app::App;
 use crate::auth::Credentials;
 use crate::auth::wac::{self, Acl, Agent, Modes, On, Request};
+use crate::rdf::patch::Shape;
+
+const VCARD_HAS_MEMBER: &str = "http://www.w3.org/2006/vcard/ns#hasMember";
+/// Entries kept before the cache starts over (a bound on memory, not a
+/// working-set estimate: one entry is a few hundred bytes).
+const MAX_ENTRIES: usize = 100_000;
+
+/// `(group IRI, member WebID)` pairs a group document states.
+type Members = HashSet<(String, String)>;
+
+/// Parsed ACLs (or their absence) and group documents, by pod and path.
+#[derive(Default)]
+pub struct Cache {
+    inner: Mutex<Inner>,
+    /// Moves on every forget, so that a document read before a change is
+    /// not cached after it.
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct Inner {
+    acls: HashMap<String, HashMap<String, Option<Arc<Acl>>>>,
+    groups: HashMap<String, HashMap<String, Arc<Members>>>,
+    entries: usize,
+}
+
+impl Cache {
+    /// Forgets what is cached for one resource (it was written or deleted).
+    pub fn forget(&self, pod: &str, path: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut inner = self.inner.lock().expect("access cache");
+        let mut removed = 0;
+        if let Some(m) = inner.acls.get_mut(pod) {
+            removed += m.remove(path).is_some() as usize;
+        }
+        if let Some(m) = inner.groups.get_mut(pod) {
+            removed += m.remove(path).is_some() as usize;
+        }
+        inner.entries -= removed;
+    }
+
+    /// Forgets a whole pod (it moved to another node).
+    pub fn forget_pod(&self, pod: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut inner = self.inner.lock().expect("access cache");
+        let removed = inner.acls.remove(pod).map_or(0, |m| m.len())
+            + inner.groups.remove(pod).map_or(0, |m| m.len());
+        inner.entries -= removed;
+    }
+
+    fn acl(&self, pod: &str, path: &str) -> Option<Option<Arc<Acl>>> {
+        let inner = self.inner.lock().expect("access cache");
+        inner.acls.get(pod)?.get(path).cloned()
+    }
+
+    fn members(&self, pod: &str, path: &str) -> Option<Arc<Members>> {
+        let inner = self.inner.lock().expect("access cache");
+        inner.groups.get(pod)?.get(path).cloned()
+    }
+
+    /// Caches what was read at `generation`, unless something was forgotten since.
+    fn keep(&self, generation: u64, pod: &str, path: &str, entry: Entry) {
+        let mut inner = self.inner.lock().expect("access cache");
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        if inner.entries >= MAX_ENTRIES {
+            *inner = Inner::default();
+        }
+        let added = match entry {
+            Entry::Acl(acl) => inner
+                .acls
+                .entry(pod.to_string())
+                .or_default()
+                .insert(path.to_string(), acl)
+                .is_none(),
+            Entry::Members(m) => inner
+                .groups
+                .entry(pod.to_string())
+                .or_default()
+                .insert(path.to_string(), m)
+                .is_none(),
+        };
+        inner.entries += added as usize;
+    }
+}
+
+enum Entry {
+    Acl(Option<Arc<Acl>>),
+    Members(Arc<Members>),
+}
 
 /// The ACL path for a resource path: `/a/b` → `/a/b.acl`, `/a/` → `/a/.acl`.
 fn acl_path(path: &str) -> String {
@@ -23,140 +118,329 @@ fn acl_path(path: &str) -> String {
 }
 
 /// The container of a path (`None` for the root).
-fn parent(path: &str) -> Option<String> {
+fn parent(path: &str) -> Option<&str> {
     if path == "/" {
         return None;
     }
     let trimmed = path.trim_end_matches('/');
     let cut = trimmed.rfind('/')?;
-    Some(trimmed[..=cut].to_string())
+    Some(&trimmed[..=cut])
 }
 
 /// The resource an `.acl` protects, if the path is one.
-fn protected(path: &str) -> Option<&str> {
+pub fn protected(path: &str) -> Option<&str> {
     path.strip_suffix(".acl")
 }
 
-/// Reads one ACL document, if it exists.
-async fn read_acl(app: &App, target: &Target, path: &str) -> Result<Option<Arc<Acl>>, LdpError> {
+/// Reads a stored RDF document's triples; `None` when it does not exist.
+async fn read_triples(
+    app: &App,
+    target: &Target,
+    path: &str,
+) -> Result<Option<Result<Vec<oxigraph::model::Triple>, String>>, LdpError> {
     let Some(record) = app.db.resource_get(&target.pod, path).await? else {
         return Ok(None);
     };
     let bytes = super::write::read_stored(app, &record).await?;
-    let syntax =
-        crate::rdf::readable_syntax(&record.content_type).unwrap_or(crate::rdf::Syntax::Turtle);
-    match Acl::parse(&target.url_of(path), &bytes, syntax) {
-        Ok(acl) => Ok(Some(Arc::new(acl))),
-        Err(e) => {
-            // A damaged ACL grants nothing (its owner can still replace it).
-            tracing::warn!(pod = %target.pod, %path, error = %e, "an ACL does not parse");
-            Ok(Some(Arc::new(Acl::from_triples(
-                &target.url_of(path.trim_end_matches(".acl")),
-                &[],
-            ))))
-        }
-    }
+    let Some(syntax) = crate::rdf::input_syntax(&record.content_type) else {
+        return Ok(Some(Err(format!("{} is not RDF", record.content_type))));
+    };
+    Ok(Some(crate::rdf::parse(
+        &bytes,
+        syntax,
+        &target.url_of(path),
+    )))
 }
 
-/// The ACLs governing `path`: its own, then each container's up to the root.
-async fn chain(app: &App, target: &Target, path: &str) -> Result<Vec<Option<Arc<Acl>>>, LdpError> {
-    let mut out = Vec::new();
-    let mut current = Some(path.to_string());
+/// One ACL document, if it exists. A damaged one grants nothing (the pod
+/// owner can still replace it).
+async fn acl_at(app: &App, target: &Target, path: &str) -> Result<Option<Arc<Acl>>, LdpError> {
+    if let Some(cached) = app.access.acl(&target.pod, path) {
+        return Ok(cached);
+    }
+    let generation = app.access.generation.load(Ordering::SeqCst);
+    let subject = target.url_of(protected(path).unwrap_or(path));
+    let acl = match read_triples(app, target, path).await? {
+        None => None,
+        Some(Ok(triples)) => Some(Arc::new(Acl::from_triples(&subject, &triples))),
+        Some(Err(e)) => {
+            tracing::warn!(pod = %target.pod, %path, error = %e, "an ACL does not parse: it grants nothing");
+            Some(Arc::new(Acl::from_triples(&subject, &[])))
+        }
+    };
+    app.access
+        .keep(generation, &target.pod, path, Entry::Acl(acl.clone()));
+    Ok(acl)
+}
+
+/// The governing ACL of `path` and whether it is inherited: its own, else
+/// the nearest container's (`None` when no ACL exists up to the root).
+async fn governing(
+    app: &App,
+    target: &Target,
+    path: &str,
+) -> Result<Option<(Arc<Acl>, bool)>, LdpError> {
+    let mut current = Some(path);
+    let mut inherited = false;
     while let Some(p) = current {
-        let acl = read_acl(app, target, &acl_path(&p)).await?;
-        let found = acl.is_some();
-        out.push(acl);
-        if found {
-            break;
+        if let Some(acl) = acl_at(app, target, &acl_path(p)).await? {
+            return Ok(Some((acl, inherited)));
         }
-        current = parent(&p);
+        inherited = true;
+        current = parent(p);
     }
-    Ok(out)
+    Ok(None)
 }
 
-/// The modes an agent has on `path`.
+/// The members a group document in this pod lists, by group.
+async fn members_at(app: &App, target: &Target, path: &str) -> Result<Arc<Members>, LdpError> {
+    if let Some(cached) = app.access.members(&target.pod, path) {
+        return Ok(cached);
+    }
+    let generation = app.access.generation.load(Ordering::SeqCst);
+    let mut members = Members::new();
+    match read_triples(app, target, path).await? {
+        Some(Ok(triples)) => {
+            for t in triples {
+                if t.predicate.as_str() != VCARD_HAS_MEMBER {
+                    continue;
+                }
+                if let (
+                    oxigraph::model::NamedOrBlankNode::NamedNode(group),
+                    oxigraph::model::Term::NamedNode(member),
+                ) = (&t.subject, &t.object)
+                {
+                    members.insert((group.as_str().to_string(), member.as_str().to_string()));
+                }
+            }
+        }
+        Some(Err(e)) => {
+            tracing::warn!(pod = %target.pod, %path, error = %e, "a group document does not parse: it has no members");
+        }
+        None => {}
+    }
+    let members = Arc::new(members);
+    app.access.keep(
+        generation,
+        &target.pod,
+        path,
+        Entry::Members(members.clone()),
+    );
+    Ok(members)
+}
+
+/// The groups of `acl` that `webid` belongs to. Only groups described in
+/// this pod count; the server reads them itself, so they may be private.
+async fn groups_of(
+    app: &App,
+    target: &Target,
+    acl: &Acl,
+    webid: &str,
+) -> Result<HashSet<String>, LdpError> {
+    let mut found = HashSet::new();
+    for group in acl.groups() {
+        let document = group.split('#').next().unwrap_or(group);
+        let Some(rest) = document.strip_prefix(target.pod_url.as_str()) else {
+            continue;
+        };
+        let path = format!("/{rest}");
+        if path.ends_with('/') || super::target::check_path(&path).is_err() {
+            continue;
+        }
+        let members = members_at(app, target, &path).await?;
+        if members.contains(&(group.to_string(), webid.to_string())) {
+            found.insert(group.to_string());
+        }
+    }
+    Ok(found)
+}
+
+/// Who is asking, as the decisions need it.
+pub struct Caller<'a> {
+    pub webid: Option<&'a str>,
+    /// The requesting app's origin, unless it is this server's own.
+    pub origin: Option<String>,
+}
+
+impl<'a> Caller<'a> {
+    pub fn of(
+        app: &App,
+        target: &Target,
+        headers: &HeaderMap,
+        credentials: &'a Credentials,
+    ) -> Self {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(wac::normalize_origin)
+            .filter(|o| {
+                // The server's own pages and the pod's own origin are trusted.
+                let own = |url: &str| {
+                    url::Url::parse(url)
+                        .map(|u| u.origin().ascii_serialization() == *o)
+                        .unwrap_or(false)
+                };
+                !own(app.config.base_url.as_str()) && !own(&target.pod_url)
+            });
+        Caller {
+            webid: credentials.agent().map(|a| a.webid.as_str()),
+            origin,
+        }
+    }
+}
+
+/// The modes the caller (and, separately, the public) has on `path`.
 async fn modes_on(
     app: &App,
     target: &Target,
     path: &str,
-    agent: &Agent<'_>,
-) -> Result<Modes, LdpError> {
-    let chain = chain(app, target, path).await?;
-    let refs: Vec<Option<&Acl>> = chain.iter().map(|a| a.as_deref()).collect();
-    Ok(wac::effective(&refs, agent))
+    caller: &Caller<'_>,
+) -> Result<(Modes, Modes), LdpError> {
+    let Some((acl, inherited)) = governing(app, target, path).await? else {
+        return Ok((Modes::NONE, Modes::NONE));
+    };
+    let groups = match caller.webid {
+        Some(webid) if acl.groups().next().is_some() => groups_of(app, target, &acl, webid).await?,
+        _ => HashSet::new(),
+    };
+    let origin = caller.origin.as_deref();
+    let user = acl.modes(
+        &Agent {
+            webid: caller.webid,
+            groups: &groups,
+            origin,
+        },
+        inherited,
+    );
+    let public = acl.modes(
+        &Agent {
+            webid: None,
+            groups: &groups,
+            origin,
+        },
+        inherited,
+    );
+    Ok((user.union(public), public))
 }
 
-/// What the request is allowed to be: `Ok(user and public modes on the
-/// target)` to go on, or the refusal.
+/// Whether a resource exists.
+async fn exists(app: &App, target: &Target) -> Result<bool, LdpError> {
+    Ok(app
+        .db
+        .resource_get(&target.pod, &target.path)
+        .await?
+        .is_some())
+}
+
+/// What the request is allowed to be: `Ok(caller's and public modes on
+/// the target)` to go on, or the refusal. `patch` is what a PATCH does.
 pub async fn authorize(
     app: &App,
     target: &Target,
     method: &Method,
-    _headers: &HeaderMap,
-    credentials: &Credentials,
+    caller: &Caller<'_>,
+    patch: Option<Shape>,
 ) -> Result<(Modes, Modes), LdpError> {
-    let groups = HashSet::new();
-    let webid = credentials.agent().map(|a| a.webid.as_str());
-    let agent = Agent {
-        webid,
-        groups: &groups,
-    };
-    let anonymous = Agent {
-        webid: None,
-        groups: &groups,
-    };
     // An `.acl` is governed by the resource it protects.
     let (subject, on_acl) = match protected(&target.path) {
-        Some(p) => (p.to_string(), true),
-        None => (target.path.clone(), false),
+        Some(p) => (p, true),
+        None => (target.path.as_str(), false),
     };
-    let exists = app
-        .db
-        .resource_get(&target.pod, &target.path)
-        .await?
-        .is_some();
+    let mut known: Option<bool> = None;
     let request = match *method {
-        Method::GET | Method::HEAD | Method::OPTIONS => Request::Read,
-        Method::PUT if exists => Request::Replace,
-        Method::PUT => Request::Create,
+        Method::PUT | Method::PATCH => {
+            let found = exists(app, target).await?;
+            known = Some(found);
+            match (method == Method::PUT, found, patch) {
+                (true, true, _) => Request::Replace,
+                (true, false, _) => Request::Create,
+                (false, exists, shape) => {
+                    let shape = shape.unwrap_or(Shape::EVERYTHING);
+                    Request::Patch {
+                        inserts: shape.inserts,
+                        deletes: shape.deletes,
+                        reads: shape.reads,
+                        exists,
+                    }
+                }
+            }
+        }
         Method::POST => Request::Post,
         Method::DELETE => Request::Delete,
-        Method::PATCH => Request::Patch {
-            inserts: true,
-            deletes: true,
-            reads: false,
-            exists,
-        },
         _ => Request::Read,
     };
-    let user = modes_on(app, target, &subject, &agent).await?;
-    let public = modes_on(app, target, &subject, &anonymous).await?;
+    let (mut user, public) = modes_on(app, target, subject, caller).await?;
+    if on_acl && let Some(webid) = caller.webid {
+        // The pod's owner can always mend its ACLs, so it cannot lock itself out.
+        let owner = app.placement.pod(&app.db, &target.pod).await?;
+        if owner.and_then(|p| p.owner).as_deref() == Some(webid) {
+            user = Modes::ALL;
+        }
+    }
     for (on, wanted) in wac::required(request, on_acl) {
         let have = match on {
             On::Target => user,
             On::Parent => match parent(&target.path) {
-                Some(p) => modes_on(app, target, &p, &agent).await?,
-                // The root has no container: creating or deleting it is the
-                // pod's own business (refused elsewhere).
+                Some(p) => modes_on(app, target, p, caller).await?.0,
+                // The root has no container: whether it may be created or
+                // deleted is the LDP handler's business.
                 None => Modes::ALL,
             },
         };
-        if !have.covers(wanted) {
-            let creating = matches!(request, Request::Create)
-                || matches!(request, Request::Patch { exists: false, .. });
-            let status = wac::refusal(webid.is_some(), user.covers(Modes::READ), exists, creating);
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            let message = match status {
-                StatusCode::NOT_FOUND => "not found".to_string(),
-                StatusCode::UNAUTHORIZED => {
-                    "log in to do this: this resource is not public".to_string()
-                }
-                _ => format!("{} may not do this here", webid.unwrap_or("this agent")),
-            };
-            return Err(LdpError::new(status, message));
+        if have.covers(wanted) {
+            continue;
         }
+        let creating = matches!(
+            request,
+            Request::Create | Request::Patch { exists: false, .. }
+        );
+        let found = match known {
+            Some(f) => f,
+            None => exists(app, target).await?,
+        };
+        let may_read = user.covers(if on_acl { Modes::CONTROL } else { Modes::READ });
+        let status = wac::refusal(caller.webid.is_some(), may_read, found, creating);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        return Err(match status {
+            StatusCode::NOT_FOUND => LdpError::not_found(),
+            StatusCode::UNAUTHORIZED => LdpError::new(
+                status,
+                "this resource is not public: log in with a Solid-OIDC access token (DPoP) to use it",
+            )
+            .with(
+                header::WWW_AUTHENTICATE,
+                r#"DPoP algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA", Bearer scope="openid webid""#,
+            ),
+            _ => LdpError::new(
+                status,
+                format!(
+                    "{} may not {} here; the owner of the pod can grant it in an ACL",
+                    caller.webid.unwrap_or("this agent"),
+                    what(method, on_acl)
+                ),
+            ),
+        });
     }
     Ok((user, public))
+}
+
+fn what(method: &Method, on_acl: bool) -> &'static str {
+    if on_acl {
+        return "read or change access control";
+    }
+    match *method {
+        Method::GET | Method::HEAD => "read",
+        Method::DELETE => "delete",
+        _ => "write",
+    }
+}
+
+/// Whether the caller may read `target` (for notification subscriptions
+/// on the owner node): `Ok(())`, or the refusal.
+pub async fn may_read(app: &App, target: &Target, caller: &Caller<'_>) -> Result<(), LdpError> {
+    authorize(app, target, &Method::GET, caller, None)
+        .await
+        .map(|_| ())
 }
 
 /// Writes an ACL document into a pod (at pod creation).
@@ -174,16 +458,79 @@ pub async fn write_acl(
     };
     let mut headers = HeaderMap::new();
     headers.insert(
-        axum::http::header::CONTENT_TYPE,
+        header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("text/turtle"),
     );
     if let Ok(v) = axum::http::HeaderValue::from_str(&text.len().to_string()) {
-        headers.insert(axum::http::header::CONTENT_LENGTH, v);
+        headers.insert(header::CONTENT_LENGTH, v);
     }
     super::put::put(app, &target, &headers, text.into())
         .await
         .map(|_| ())
         .map_err(|e| e.message)
+}
+
+/// Pods made before access control existed have no root ACL, and would
+/// serve nobody: give each pod of this node that lacks one the ACL it
+/// would get today. A pod with an owner becomes the owner's (its WebID
+/// profile stays public); a pod without one stays open to everyone, as it
+/// was, and the log says how to close it.
+pub async fn give_old_pods_an_acl(app: &App) -> Result<(), crate::app::StartupError> {
+    let failed = |e: crate::db::DbError| {
+        crate::app::StartupError(format!(
+            "cannot check the pods' access control lists: {e}; check that the database is reachable"
+        ))
+    };
+    for pod in app.db.pod_list().await.map_err(failed)? {
+        if pod.node_id != app.node.id
+            || app
+                .db
+                .resource_get(&pod.pod_id, "/.acl")
+                .await
+                .map_err(failed)?
+                .is_some()
+        {
+            continue;
+        }
+        let profile = format!("{}profile/card#me", pod.base_url);
+        let mut writes = vec![(
+            "/.acl",
+            match &pod.owner {
+                Some(owner) => wac::pod_root_acl(owner),
+                None => wac::public_write_acl(),
+            },
+        )];
+        if pod.owner.as_deref() == Some(profile.as_str())
+            && app
+                .db
+                .resource_get(&pod.pod_id, "/profile/card.acl")
+                .await
+                .map_err(failed)?
+                .is_none()
+        {
+            writes.push(("/profile/card.acl", wac::profile_acl(&profile)));
+        }
+        for (path, text) in writes {
+            write_acl(app, &pod.pod_id, &pod.base_url, path, text)
+                .await
+                .map_err(|e| {
+                    crate::app::StartupError(format!(
+                        "cannot give pod {} an ACL at {path}: {e}; check the storage, then start again",
+                        pod.pod_id
+                    ))
+                })?;
+        }
+        match &pod.owner {
+            Some(owner) => {
+                tracing::warn!(pod = %pod.pod_id, %owner, "the pod had no ACL: it is now its owner's alone")
+            }
+            None => tracing::warn!(
+                pod = %pod.pod_id,
+                "the pod had no ACL and has no owner: it stays open to everyone; write its /.acl to restrict it"
+            ),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -192,12 +539,32 @@ mod tests {
 
     #[test]
     fn containers_and_acl_paths() {
-        assert_eq!(parent("/a/b"), Some("/a/".into()));
-        assert_eq!(parent("/a/b/"), Some("/a/".into()));
-        assert_eq!(parent("/a"), Some("/".into()));
+        assert_eq!(parent("/a/b"), Some("/a/"));
+        assert_eq!(parent("/a/b/"), Some("/a/"));
+        assert_eq!(parent("/a"), Some("/"));
         assert_eq!(parent("/"), None);
         assert_eq!(acl_path("/a/"), "/a/.acl");
         assert_eq!(protected("/a/b.acl"), Some("/a/b"));
         assert_eq!(protected("/a/.acl"), Some("/a/"));
+    }
+
+    #[test]
+    fn the_cache_forgets_what_changed_and_never_keeps_a_stale_read() {
+        let cache = Cache::default();
+        let acl = Arc::new(Acl::from_triples("https://x.example/p/", &[]));
+        let g = cache.generation.load(Ordering::SeqCst);
+        cache.keep(g, "p", "/.acl", Entry::Acl(Some(acl.clone())));
+        cache.keep(g, "p", "/a.acl", Entry::Acl(None));
+        assert!(matches!(cache.acl("p", "/.acl"), Some(Some(_))));
+        assert!(matches!(cache.acl("p", "/a.acl"), Some(None)));
+        cache.forget("p", "/a.acl");
+        assert!(cache.acl("p", "/a.acl").is_none());
+        assert!(cache.acl("p", "/.acl").is_some());
+        // A read that started before the forget is not cached.
+        cache.keep(g, "p", "/a.acl", Entry::Acl(None));
+        assert!(cache.acl("p", "/a.acl").is_none());
+        cache.forget_pod("p");
+        assert!(cache.acl("p", "/.acl").is_none());
+        assert_eq!(cache.inner.lock().unwrap().entries, 0);
     }
 }

@@ -3,10 +3,12 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 
+use super::access;
 use super::error::LdpError;
 use super::target::Target;
 use super::write;
 use crate::app::App;
+use crate::db::{Condition, DbError};
 
 pub async fn delete(app: &App, target: &Target, req: &HeaderMap) -> Result<StatusCode, LdpError> {
     if target.path == "/" {
@@ -17,6 +19,34 @@ pub async fn delete(app: &App, target: &Target, req: &HeaderMap) -> Result<Statu
         .with(header::ALLOW, "OPTIONS, HEAD, GET, PATCH, POST, PUT"));
     }
     write::refuse_reserved(target)?;
-    write::delete_resource(app, &target.pod, &target.path, &write::condition(req)).await?;
+    let condition = write::condition(req);
+    let acl = format!("{}.acl", target.path);
+    match write::delete_resource(app, &target.pod, &target.path, &condition).await {
+        Ok(_) => {}
+        // A container holding nothing but its own ACL is empty to its users.
+        Err(DbError::Conflict(why)) if target.is_container() => {
+            let children = app
+                .db
+                .resource_children(&target.pod, &target.path, None, 2)
+                .await?;
+            if !matches!(children.as_slice(), [only] if only.path == acl) {
+                return Err(DbError::Conflict(why).into());
+            }
+            write::delete_resource(app, &target.pod, &acl, &Condition::default()).await?;
+            write::delete_resource(app, &target.pod, &target.path, &condition).await?;
+            return Ok(StatusCode::RESET_CONTENT);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // A resource's ACL goes with it, so that a new resource of the same
+    // name starts from its container's rules.
+    if !target.is_container() && access::protected(&target.path).is_none() {
+        match write::delete_resource(app, &target.pod, &acl, &Condition::default()).await {
+            Ok(_) | Err(DbError::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(pod = %target.pod, path = %acl, error = %e, "deleted a resource but not its ACL");
+            }
+        }
+    }
     Ok(StatusCode::RESET_CONTENT)
 }

@@ -38,11 +38,31 @@ pub async fn serve(
     // without reading (413 on the declared length, 412, 415 …) can be
     // drained after the response: a client still sending would otherwise
     // see a broken pipe instead of the answer.
-    let slot = Arc::new(std::sync::Mutex::new(Some(body)));
+    let caller = access::Caller::of(app, target, &headers, credentials);
+    // A PATCH needs the modes of what it does: read it first (it is small).
+    let mut body = Some(body);
+    let mut shape = None;
+    if method == Method::PATCH {
+        match patch::read_body(target, &headers, body.take().unwrap_or_default()).await {
+            Ok((bytes, s)) => {
+                shape = s;
+                body = Some(Body::from(bytes));
+            }
+            Err(e) => {
+                // Refused for want of access first, if it is, so that the
+                // error tells nothing about the resource.
+                if let Err(refusal) = access::authorize(app, target, &method, &caller, None).await {
+                    return refusal.into_response();
+                }
+                return e.into_response();
+            }
+        }
+    }
+    let slot = Arc::new(std::sync::Mutex::new(body));
     let decided = if method == Method::OPTIONS {
         Ok(None)
     } else {
-        access::authorize(app, target, &method, &headers, credentials)
+        access::authorize(app, target, &method, &caller, shape)
             .await
             .map(Some)
     };

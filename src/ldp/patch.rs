@@ -18,6 +18,29 @@ enum Language {
     SparqlUpdate,
 }
 
+/// The largest patch accepted.
+const MAX_PATCH: u64 = 1 << 20;
+
+/// Reads a PATCH body and what it does (`None` when it is not a patch
+/// this server can read: [`patch`] then says why).
+pub async fn read_body(
+    target: &Target,
+    req: &HeaderMap,
+    body: Body,
+) -> Result<(bytes::Bytes, Option<rdf::patch::Shape>), LdpError> {
+    let bytes = write::read_limited(body_stream(body), MAX_PATCH).await?;
+    let content_type = write::content_type(req).unwrap_or_default();
+    let url = target.url();
+    let shape = match rdf::essence(&content_type).as_str() {
+        "text/n3" => rdf::patch::n3_shape(&bytes, &url).ok(),
+        "application/sparql-update" => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| rdf::patch::sparql_shape(text, &url).ok()),
+        _ => None,
+    };
+    Ok((bytes, shape))
+}
+
 pub async fn patch(
     app: &App,
     target: &Target,
@@ -48,7 +71,7 @@ pub async fn patch(
             "containers are managed by the server and cannot be patched",
         ));
     }
-    let patch_body = write::read_limited(body_stream(body), 1 << 20).await?;
+    let patch_body = write::read_limited(body_stream(body), MAX_PATCH).await?;
     let _serial = app.patch_locks.lock(&target.pod, &target.path).await;
     let client_condition = write::condition(req);
     let url = target.url();

@@ -144,6 +144,11 @@ fn sanitize_slug(slug: &str) -> String {
             }
         }
     }
+    // A Slug is a hint: it never names an ACL (which needs Control, not
+    // the Append a POST needs).
+    while let Some(stem) = out.strip_suffix(".acl") {
+        out.truncate(stem.len());
+    }
     if matches!(out.as_str(), "." | ".." | "-") {
         return String::new();
     }
@@ -166,5 +171,7 @@ mod tests {
         assert_eq!(sanitize_slug(".."), "");
         assert_eq!(sanitize_slug("-"), "");
         assert_eq!(sanitize_slug("hé llo"), "h%C3%A9%20llo");
+        assert_eq!(sanitize_slug("notes.acl"), "notes");
+        assert_eq!(sanitize_slug(".acl.acl"), "");
     }
 }

@@ -48,6 +48,13 @@ pub async fn put(
         });
     }
     let content_type = write::content_type(req)?;
+    if super::access::protected(&target.path).is_some()
+        && crate::rdf::input_syntax(&content_type).is_none()
+    {
+        return Err(LdpError::bad_request(format!(
+            "an ACL must be RDF, not {content_type}: send it as text/turtle"
+        )));
+    }
     write::check_length(app, req)?;
     let stream = write::body_to_store(app, &content_type, &target.url(), body).await?;
     let upload = app.blobs.put(stream, app.config.max_body_size).await?;

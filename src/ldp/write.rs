@@ -36,7 +36,10 @@ where
 /// Commits a resource row (see [`crate::db::MetadataStore::resource_put`]),
 /// waiting out a migration's fence.
 pub async fn put_resource(app: &App, req: &PutRequest) -> DbResult<PutOutcome> {
-    unfenced(|| app.db.resource_put(req)).await
+    let outcome = unfenced(|| app.db.resource_put(req)).await;
+    // An ACL or group document may have changed: decide with it from now on.
+    app.access.forget(&req.pod_id, &req.path);
+    outcome
 }
 
 /// Deletes a resource row, waiting out a migration's fence.
@@ -46,7 +49,9 @@ pub async fn delete_resource(
     path: &str,
     condition: &Condition,
 ) -> DbResult<ResourceRecord> {
-    unfenced(|| app.db.resource_delete(pod, path, condition, &app.node.id)).await
+    let deleted = unfenced(|| app.db.resource_delete(pod, path, condition, &app.node.id)).await;
+    app.access.forget(pod, path);
+    deleted
 }
 
 /// A committed write: the status to answer and the stored version.
@@ -129,6 +134,11 @@ pub fn check_length(app: &App, req: &HeaderMap) -> Result<(), LdpError> {
 
 /// Paths that are not ordinary resources and cannot be written.
 pub fn refuse_reserved(target: &Target) -> Result<(), LdpError> {
+    if target.path.ends_with(".acl.acl") || target.path.ends_with(".acl/") {
+        return Err(LdpError::bad_request(
+            "an ACL has no ACL of its own and cannot be a container: the ACL of /x is /x.acl, governed by Control on /x",
+        ));
+    }
     if target.path == "/.well-known/" || target.path.starts_with("/.well-known/") {
         return Err(LdpError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -132,6 +132,7 @@ fn properties(body: &[u8]) -> Result<Map<String, Value>, String> {
 pub async fn subscribe(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    axum::Extension(credentials): axum::Extension<crate::auth::Credentials>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -255,6 +256,37 @@ pub async fn subscribe(
         }
         Err(e) => return crate::ldp::error::LdpError::from(e).into_response(),
     }
+    // Only someone who may read the topic hears of its changes.
+    let status = crate::http::routing::read_status(
+        &app,
+        &target,
+        &topic,
+        headers.get(header::ORIGIN),
+        &credentials,
+    )
+    .await;
+    match status {
+        // A resource the subscriber may read but that does not exist yet.
+        s if s.is_success() || s == StatusCode::NOT_FOUND => {}
+        StatusCode::UNAUTHORIZED => {
+            return problem(
+                StatusCode::UNAUTHORIZED,
+                format!("{topic} is not public: log in (Solid-OIDC, DPoP) to subscribe to it"),
+            );
+        }
+        StatusCode::FORBIDDEN => {
+            return problem(
+                StatusCode::FORBIDDEN,
+                format!("you may not read {topic}, so you may not subscribe to it"),
+            );
+        }
+        s => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot check access to {topic} right now ({s}); try again"),
+            );
+        }
+    }
     let now = now_ms();
     let end_at = Some(end_at.unwrap_or(i64::MAX).min(now + MAX_DURATION_MS));
     // Changes already in the outbox happened before the channel existed.
@@ -275,7 +307,7 @@ pub async fn subscribe(
         end_at,
         rate_ms,
         accept,
-        agent: None,
+        agent: credentials.agent().map(|a| a.webid.clone()),
         created_at: now,
         after,
     };

@@ -68,8 +68,76 @@ pub fn sparql_update(
     Ok(triples_of(&store))
 }
 
-/// Applies an N3 Patch to the document's triples.
-pub fn n3_patch(triples: &[Triple], patch: &[u8], base: &str) -> Result<Vec<Triple>, PatchError> {
+/// What a patch does, for the access modes it needs: inserts need
+/// Append, deletes Read and Write, conditions Read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub inserts: bool,
+    pub deletes: bool,
+    pub reads: bool,
+}
+
+impl Shape {
+    /// What an unreadable patch is assumed to do, so that it is refused
+    /// for want of access before its syntax is judged.
+    pub const EVERYTHING: Shape = Shape {
+        inserts: true,
+        deletes: true,
+        reads: true,
+    };
+}
+
+/// The shape of an N3 Patch.
+pub fn n3_shape(patch: &[u8], base: &str) -> Result<Shape, PatchError> {
+    let parts = n3_parts(patch, base)?;
+    Ok(Shape {
+        inserts: !parts.inserts.is_empty(),
+        deletes: !parts.deletes.is_empty(),
+        reads: !parts.conditions.is_empty(),
+    })
+}
+
+/// The shape of a SPARQL Update: `INSERT DATA` inserts, `DELETE DATA`
+/// deletes, `DELETE/INSERT … WHERE` also reads; graph management (LOAD,
+/// CLEAR, CREATE, DROP) counts as everything.
+pub fn sparql_shape(update: &str, base: &str) -> Result<Shape, PatchError> {
+    use spargebra::GraphUpdateOperation as Op;
+    use spargebra::algebra::GraphPattern;
+    let parsed = spargebra::SparqlParser::new()
+        .with_base_iri(base)
+        .map_err(|e| PatchError::Syntax(e.to_string()))?
+        .parse_update(update)
+        .map_err(|e| PatchError::Syntax(format!("invalid SPARQL Update: {e}")))?;
+    let mut shape = Shape::default();
+    for op in &parsed.operations {
+        match op {
+            Op::InsertData { data } => shape.inserts |= !data.is_empty(),
+            Op::DeleteData { data } => shape.deletes |= !data.is_empty(),
+            Op::DeleteInsert {
+                delete,
+                insert,
+                pattern,
+                ..
+            } => {
+                shape.deletes |= !delete.is_empty();
+                shape.inserts |= !insert.is_empty();
+                let empty = matches!(pattern.as_ref(), GraphPattern::Bgp { patterns } if patterns.is_empty());
+                shape.reads |= !empty;
+            }
+            _ => shape = Shape::EVERYTHING,
+        }
+    }
+    Ok(shape)
+}
+
+/// The three formulas of an N3 Patch.
+struct N3Parts {
+    conditions: Vec<N3Quad>,
+    inserts: Vec<N3Quad>,
+    deletes: Vec<N3Quad>,
+}
+
+fn n3_parts(patch: &[u8], base: &str) -> Result<N3Parts, PatchError> {
     let parser = N3Parser::new()
         .with_base_iri(base)
         .map_err(|e| PatchError::Syntax(e.to_string()))?;
@@ -122,11 +190,22 @@ pub fn n3_patch(triples: &[Triple], patch: &[u8], base: &str) -> Result<Vec<Trip
             ))),
         }
     };
-    let conditions = formula("where")?;
-    let inserts = formula("inserts")?;
-    let deletes = formula("deletes")?;
+    let owned = |qs: Vec<&N3Quad>| qs.into_iter().cloned().collect::<Vec<_>>();
+    Ok(N3Parts {
+        conditions: owned(formula("where")?),
+        inserts: owned(formula("inserts")?),
+        deletes: owned(formula("deletes")?),
+    })
+}
 
-    let vars_of = |qs: &[&N3Quad]| -> Vec<String> {
+/// Applies an N3 Patch to the document's triples.
+pub fn n3_patch(triples: &[Triple], patch: &[u8], base: &str) -> Result<Vec<Triple>, PatchError> {
+    let N3Parts {
+        conditions,
+        inserts,
+        deletes,
+    } = n3_parts(patch, base)?;
+    let vars_of = |qs: &[N3Quad]| -> Vec<String> {
         qs.iter()
             .flat_map(|q| [&q.subject, &q.predicate, &q.object])
             .filter_map(|t| match t {

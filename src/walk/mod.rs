@@ -46,7 +46,7 @@ pub enum WalkError {
     )]
     Unreachable { url: String, reason: String },
     #[error(
-        "{method} {url} answered {status}: this server requires authentication; client credentials arrive with issue 9, until then copy to or from a container that anyone may read and write"
+        "{method} {url} answered {status}: the copier does not log in, so it copies only what anyone may read (from the source) and write (to the target); for the copy, give foaf:Agent those modes in the containers' ACLs, or use a --public-write pod"
     )]
     Auth {
         method: String,
