@@ -309,11 +309,11 @@ pub fn n3_patch(triples: &[Triple], patch: &[u8], base: &str) -> Result<Vec<Trip
     };
     let deletes: Vec<Triple> = deletes
         .iter()
-        .map(|q| to_triple(q))
+        .map(&mut to_triple)
         .collect::<Result<_, _>>()?;
     let inserts: Vec<Triple> = inserts
         .iter()
-        .map(|q| to_triple(q))
+        .map(to_triple)
         .collect::<Result<_, _>>()?;
     for t in &deletes {
         let quad: Quad = t.clone().in_graph(oxigraph::model::GraphName::DefaultGraph);
