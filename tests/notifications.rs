@@ -11,6 +11,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
+use support::account::{Agent, account_sequence, signed};
 use support::{Server, create_pod};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -406,12 +407,77 @@ async fn bad_subscriptions_are_refused_and_store_nothing() {
     let _ = socket.send(Message::Close(None)).await;
 }
 
-#[tokio::test]
-#[ignore = "needs access control: made real by issue 10 (WAC)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_to_an_unreadable_topic_is_refused() {
-    // Issue 10: a subscriber without Read on the topic gets 401 (anonymous)
-    // or 403 (authenticated), and no channel is stored.
-    panic!("access control does not exist yet");
+    // A subscriber without Read on the topic gets 401 (anonymous) or 403
+    // (authenticated), and no channel is stored; the owner subscribes.
+    let node = Node::start();
+    let http = &node.client;
+    let owner_account = account_sequence(http, &node.base, "owner", "owner@example.org").await;
+    let other_account = account_sequence(http, &node.base, "other", "other@example.org").await;
+    let owner = Agent::log_in(http, &node.base, &owner_account).await;
+    let other = Agent::log_in(http, &node.base, &other_account).await;
+    let topic = format!("{}private.txt", owner_account.pod);
+    let put = owner
+        .sign(http.put(&topic), "PUT", &topic)
+        .header("content-type", "text/plain")
+        .body("v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let db = node.dir.path().join("root").join("xpod.sqlite");
+    let stored = || {
+        let c =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        c.query_row("SELECT count(*) FROM subscriptions", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    let service = node.url(".notifications/WebSocketChannel2023/");
+    let subscribe = |who: Option<&Agent>, topic: &str| {
+        let body = json!({"type": WS_TYPE, "topic": topic}).to_string();
+        signed(who, http.post(&service), "POST", &service)
+            .header("content-type", "application/ld+json")
+            .body(body)
+            .send()
+    };
+    let missing = format!("{}nothing-here.txt", owner_account.pod);
+    for (who, topic, status) in [
+        (None, &topic, StatusCode::UNAUTHORIZED),
+        (Some(&other), &topic, StatusCode::FORBIDDEN),
+        // Whether the topic exists is not revealed either.
+        (None, &missing, StatusCode::UNAUTHORIZED),
+        (Some(&other), &missing, StatusCode::FORBIDDEN),
+    ] {
+        let resp = subscribe(who, topic).await.unwrap();
+        let label = who.map(|a| a.webid.as_str()).unwrap_or("anonymous");
+        assert_eq!(resp.status(), status, "{label} on {topic}");
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains("receiveFrom"), "{text}");
+    }
+    assert_eq!(stored(), 0, "no channel was stored");
+
+    // The owner's subscription works, and hears the next change.
+    let resp = subscribe(Some(&owner), &topic).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let channel: Value = resp.json().await.unwrap();
+    assert_eq!(channel["topic"], topic.as_str());
+    assert_eq!(stored(), 1);
+    let mut socket = connect(&channel).await;
+    let put = owner
+        .sign(http.put(&topic), "PUT", &topic)
+        .header("content-type", "text/plain")
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 205);
+    let etag = put.headers()["etag"].to_str().unwrap().to_string();
+    let n = next(&mut socket).await;
+    check(&n, "Update", &topic, Some(&etag));
 }
 
 // ---------------------------------------------------------------- webhooks

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod account;
 pub mod cluster;
 pub mod css;
 pub mod dpop;
