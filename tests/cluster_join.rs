@@ -108,7 +108,7 @@ async fn a_single_box_joins_a_cluster_with_its_pods() {
             "cluster",
             "SELECT count(*) FROM resources WHERE pod_id = 'boxed'"
         ),
-        "6",
-        "root, a.ttl, docs/, docs/b.bin, docs/deep/, docs/deep/c.txt"
+        "7",
+        "root, its .acl (the pod is --public-write), a.ttl, docs/, docs/b.bin, docs/deep/, docs/deep/c.txt"
     );
 }

@@ -533,11 +533,7 @@ async fn a_pod_goes_to_css_and_comes_back_the_same() {
         "--state",
         locked_state.to_str().unwrap(),
     ]);
-    support::assert_one_line_error(
-        &out,
-        1,
-        "the copier does not log in",
-    );
+    support::assert_one_line_error(&out, 1, "the copier does not log in");
     let out = node.cli(&["pods", "export", "nobody", "--to", &copy]);
     support::assert_one_line_error(&out, 1, "there is no pod nobody");
     let out = node.cli(&[

@@ -341,6 +341,11 @@ pub async fn authorize(
     caller: &Caller<'_>,
     patch: Option<Shape>,
 ) -> Result<(Modes, Modes), LdpError> {
+    // The storage description is the server's, not the pod's data: apps
+    // read it to find the notification services before they log in.
+    if target.path == "/.well-known/solid" && matches!(*method, Method::GET | Method::HEAD) {
+        return Ok((Modes::READ, Modes::READ));
+    }
     // An `.acl` is governed by the resource it protects.
     let (subject, on_acl) = match protected(&target.path) {
         Some(p) => (p, true),

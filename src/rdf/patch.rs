@@ -311,10 +311,7 @@ pub fn n3_patch(triples: &[Triple], patch: &[u8], base: &str) -> Result<Vec<Trip
         .iter()
         .map(&mut to_triple)
         .collect::<Result<_, _>>()?;
-    let inserts: Vec<Triple> = inserts
-        .iter()
-        .map(to_triple)
-        .collect::<Result<_, _>>()?;
+    let inserts: Vec<Triple> = inserts.iter().map(to_triple).collect::<Result<_, _>>()?;
     for t in &deletes {
         let quad: Quad = t.clone().in_graph(oxigraph::model::GraphName::DefaultGraph);
         if !store.contains(&quad).unwrap_or(false) {
