@@ -14,6 +14,7 @@ use reqwest::header::HeaderMap;
 use support::account::{Account, Agent, account_sequence, more_credentials, signed};
 use support::cluster::{Cluster, served_by};
 use support::{Postgres, Server, borrowed, raw_request, xpod};
+use xpod::config::DatabaseConfig;
 
 const PREFIXES: &str = "@prefix acl: <http://www.w3.org/ns/auth/acl#>.\n\
                         @prefix foaf: <http://xmlns.com/foaf/0.1/>.\n\
@@ -1120,4 +1121,92 @@ async fn decisions_hold_on_a_pod_reached_through_another_node() {
     assert_eq!(r.status, 403);
     let r = call(&home.client, &url, Some(&owner), "GET", &[], None).await;
     assert_eq!(r.body, body);
+}
+
+/// Pods made before access control existed have no ACL. When their node
+/// starts, a pod with an owner becomes its owner's, and a pod without one
+/// stays open to everyone, as it was; a pod with an ACL is left alone.
+#[tokio::test]
+async fn pods_from_before_access_control_get_an_acl_when_their_node_starts() {
+    let mut node = start_node(Backend::Sqlite);
+    let owner = "https://id.example/alice#me";
+    for args in [
+        &["pods", "create", "open", "--public-write"][..],
+        &["pods", "create", "owned", "--owner", owner][..],
+        &["pods", "create", "kept", "--public-write"][..],
+    ] {
+        let out = node.cli(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    for pod in ["open", "owned", "kept"] {
+        let r = node
+            .call(
+                None,
+                "PUT",
+                &format!("{pod}/doc.ttl"),
+                &[("content-type", "text/turtle")],
+                Some(DOC),
+            )
+            .await;
+        let expected = if pod == "owned" { 401 } else { 201 };
+        assert_eq!(r.status, expected, "{pod}: {}", r.body);
+    }
+    let kept_acl = node.call(None, "GET", "kept/.acl", &[], None).await;
+    assert_eq!(kept_acl.status, 200);
+    // Back to before access control: no root ACL in two of the pods, and
+    // in the one that is open the document an owner-less pod had.
+    node.server.stop_with(libc::SIGTERM);
+    let db_path = std::path::PathBuf::from(
+        &node
+            .env
+            .iter()
+            .find(|(k, _)| *k == "CSS_ROOT_FILE_PATH")
+            .unwrap()
+            .1,
+    )
+    .join("xpod.sqlite");
+    {
+        let db = xpod::db::open(&DatabaseConfig::Sqlite(db_path.clone()))
+            .await
+            .unwrap();
+        for pod in ["open", "owned"] {
+            let record = db.pod_get(pod).await.unwrap().unwrap();
+            db.resource_delete(pod, "/.acl", &Default::default(), &record.node_id)
+                .await
+                .unwrap();
+        }
+        assert!(db.resource_get("owned", "/.acl").await.unwrap().is_none());
+    }
+    node.server = Server::start("127.0.0.1", &borrowed(&node.env), node._dir.path());
+
+    // Without an owner: open to everyone, as before.
+    let r = node.call(None, "GET", "open/doc.ttl", &[], None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = node
+        .call(
+            None,
+            "PUT",
+            "open/new.ttl",
+            &[("content-type", "text/turtle")],
+            Some(DOC),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // With an owner: the owner's alone (it reads and controls everything).
+    let r = node.call(None, "GET", "owned/", &[], None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    // The pod that had an ACL keeps it unchanged.
+    let r = node.call(None, "GET", "kept/.acl", &[], None).await;
+    assert_eq!((r.status, &r.body), (200, &kept_acl.body));
+    let log = node.server.log_text();
+    assert!(
+        log.contains("it is now its owner's alone") && log.contains("stays open to everyone"),
+        "{log}"
+    );
+    node.server.stop_with(libc::SIGTERM);
+    let db = xpod::db::open(&DatabaseConfig::Sqlite(db_path))
+        .await
+        .unwrap();
+    let acl = db.resource_get("owned", "/.acl").await.unwrap();
+    assert!(acl.is_some(), "the owned pod has a root ACL again");
 }
