@@ -959,6 +959,23 @@ async fn acl_documents_need_control_even_with_read_and_write() {
             .status,
         403
     );
+    // bob may write in rw/, but not make a container named like an ACL,
+    // which would stand in the way of rw/x's ACL.
+    let r = w
+        .call(
+            Other,
+            "PUT",
+            "rw/x.acl/y.ttl",
+            &[("content-type", "text/turtle")],
+            Some(DOC),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Nobody, not even the owner, deletes the pod's root ACL (the pod
+    // would serve nobody); it can be replaced.
+    let r = w.call(Owner, "DELETE", ".acl", &[], None).await;
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(w.call(Owner, "GET", "", &[], None).await.status, 200);
 }
 
 // ------------------------------------------------------------- path tricks
@@ -993,6 +1010,7 @@ async fn path_tricks_never_reach_a_private_resource() {
     let r = w.call(Owner, "GET", "closed/secret", &[], None).await;
     assert_eq!((r.status, r.body.as_str()), (200, SECRET));
     let (host, port) = (w.node.server.host.clone(), w.node.server.port);
+    let options_host = host.clone();
     let raw = move |path: String| {
         let (host, port) = (host.clone(), port);
         async move {
@@ -1008,6 +1026,30 @@ async fn path_tricks_never_reach_a_private_resource() {
     let (status, _, body) = raw("/alice/closed/secret".into()).await;
     assert_eq!(status, 401);
     assert!(!body.contains(SECRET));
+    // OPTIONS is never refused, but it does not tell a stranger (through
+    // `Allow`) that the secret exists: the same answer as for nothing.
+    let options = |path: &'static str| {
+        let host = options_host.clone();
+        async move {
+            tokio::task::spawn_blocking(move || raw_request(&host, port, "OPTIONS", path, &[], b""))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let (status, secret_headers, _) = options("/alice/closed/secret").await;
+    assert_eq!(status, 204);
+    let (_, nothing_headers, _) = options("/alice/closed/nothing").await;
+    assert_eq!(
+        support::header(&secret_headers, "allow"),
+        support::header(&nothing_headers, "allow")
+    );
+    assert!(
+        !support::header(&secret_headers, "allow")
+            .unwrap()
+            .contains("DELETE"),
+        "{secret_headers:?}"
+    );
 
     let mut wrong = Vec::new();
     for trick in [
@@ -1123,9 +1165,11 @@ async fn decisions_hold_on_a_pod_reached_through_another_node() {
     assert_eq!(r.body, body);
 }
 
-/// Pods made before access control existed have no ACL. When their node
-/// starts, a pod with an owner becomes its owner's, and a pod without one
-/// stays open to everyone, as it was; a pod with an ACL is left alone.
+/// Pods made before access control existed were open to anyone. When
+/// their node starts, a pod with an owner becomes its owner's, a pod
+/// without one stays open to everyone, as it was, and ACLs planted while
+/// they were open are removed; a pod made under access control is left
+/// alone.
 #[tokio::test]
 async fn pods_from_before_access_control_get_an_acl_when_their_node_starts() {
     let mut node = start_node(Backend::Sqlite);
@@ -1138,50 +1182,75 @@ async fn pods_from_before_access_control_get_an_acl_when_their_node_starts() {
         let out = node.cli(args);
         assert!(out.status.success(), "{args:?}: {out:?}");
     }
-    for pod in ["open", "owned", "kept"] {
-        let r = node
-            .call(
-                None,
-                "PUT",
-                &format!("{pod}/doc.ttl"),
-                &[("content-type", "text/turtle")],
-                Some(DOC),
-            )
-            .await;
-        let expected = if pod == "owned" { 401 } else { 201 };
-        assert_eq!(r.status, expected, "{pod}: {}", r.body);
+    let planted = format!(
+        "{PREFIXES}<#mallory> a acl:Authorization; acl:agent <https://mallory.example/#me>;\n\
+           acl:accessTo <./>; acl:default <./>; acl:mode acl:Read, acl:Write, acl:Control.\n"
+    );
+    for pod in ["open", "kept"] {
+        for (path, ty, body) in [
+            ("doc.ttl", "text/turtle", DOC),
+            ("docs/.acl", "text/turtle", planted.as_str()),
+        ] {
+            let r = node
+                .call(
+                    None,
+                    "PUT",
+                    &format!("{pod}/{path}"),
+                    &[("content-type", ty)],
+                    Some(body),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{pod}/{path}: {}", r.body);
+        }
     }
+    let r = node
+        .call(
+            None,
+            "PUT",
+            "owned/doc.ttl",
+            &[("content-type", "text/turtle")],
+            Some(DOC),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
     let kept_acl = node.call(None, "GET", "kept/.acl", &[], None).await;
     assert_eq!(kept_acl.status, 200);
-    // Back to before access control: no root ACL in two of the pods, and
-    // in the one that is open the document an owner-less pod had.
+
+    // Back to before access control for two of the pods: no root ACL, an
+    // ACL planted by someone, and no record of having been through the pass.
     node.server.stop_with(libc::SIGTERM);
-    let db_path = std::path::PathBuf::from(
-        &node
-            .env
-            .iter()
-            .find(|(k, _)| *k == "CSS_ROOT_FILE_PATH")
-            .unwrap()
-            .1,
-    )
-    .join("xpod.sqlite");
-    {
-        let db = xpod::db::open(&DatabaseConfig::Sqlite(db_path.clone()))
+    let root = &node
+        .env
+        .iter()
+        .find(|(k, _)| *k == "CSS_ROOT_FILE_PATH")
+        .unwrap()
+        .1;
+    let db_path = std::path::PathBuf::from(root).join("xpod.sqlite");
+    let db = xpod::db::open(&DatabaseConfig::Sqlite(db_path.clone()))
+        .await
+        .unwrap();
+    for pod in ["open", "owned"] {
+        let record = db.pod_get(pod).await.unwrap().unwrap();
+        db.resource_delete(pod, "/.acl", &Default::default(), &record.node_id)
             .await
             .unwrap();
-        for pod in ["open", "owned"] {
-            let record = db.pod_get(pod).await.unwrap().unwrap();
-            db.resource_delete(pod, "/.acl", &Default::default(), &record.node_id)
-                .await
-                .unwrap();
-        }
-        assert!(db.resource_get("owned", "/.acl").await.unwrap().is_none());
     }
+    drop(db);
+    rusqlite::Connection::open(&db_path)
+        .unwrap()
+        .execute(
+            "DELETE FROM cluster_settings WHERE key IN ('access-control:open', 'access-control:owned')",
+            [],
+        )
+        .unwrap();
     node.server = Server::start("127.0.0.1", &borrowed(&node.env), node._dir.path());
 
-    // Without an owner: open to everyone, as before.
+    // Without an owner: open to everyone, as before, but the planted ACL
+    // is gone (its text is in the log).
     let r = node.call(None, "GET", "open/doc.ttl", &[], None).await;
     assert_eq!(r.status, 200, "{}", r.body);
+    let r = node.call(None, "GET", "open/docs/.acl", &[], None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
     let r = node
         .call(
             None,
@@ -1192,17 +1261,26 @@ async fn pods_from_before_access_control_get_an_acl_when_their_node_starts() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    // With an owner: the owner's alone (it reads and controls everything).
+    // With an owner: the owner's alone.
     let r = node.call(None, "GET", "owned/", &[], None).await;
     assert_eq!(r.status, 401, "{}", r.body);
-    // The pod that had an ACL keeps it unchanged.
+    // The pod made under access control keeps its ACLs, even one anybody
+    // could write there (it is --public-write).
     let r = node.call(None, "GET", "kept/.acl", &[], None).await;
     assert_eq!((r.status, &r.body), (200, &kept_acl.body));
+    // (that one now gives only mallory Control over docs/).
+    let r = node.call(None, "GET", "kept/docs/.acl", &[], None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
     let log = node.server.log_text();
-    assert!(
-        log.contains("it is now its owner's alone") && log.contains("stays open to everyone"),
-        "{log}"
-    );
+    for needle in [
+        "it is now its owner's alone",
+        "stays open to everyone",
+        "removed an ACL written while the pod was open to anyone",
+        "mallory.example",
+    ] {
+        assert!(log.contains(needle), "{needle}: {log}");
+    }
+    assert_eq!(log.matches("removed an ACL").count(), 1, "{log}");
     node.server.stop_with(libc::SIGTERM);
     let db = xpod::db::open(&DatabaseConfig::Sqlite(db_path))
         .await

@@ -87,6 +87,19 @@ pub async fn import(
             .pod_create(&record)
             .await
             .map_err(|e| format!("cannot create pod {} in the cluster: {e}", pod.pod_id))?;
+        // ACLs made under access control come along as they are.
+        let key = crate::ldp::access::baseline_key(&pod.pod_id);
+        if local
+            .setting_get(&key)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            cluster
+                .setting_init(&key, "1")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         // Walk the containers from the root; parents are imported first.
         let mut containers = vec!["/".to_string()];
         while let Some(container) = containers.pop() {

@@ -301,6 +301,7 @@ async fn drive(app: &Arc<App>, m: &MigrationRecord, sync: &Sync) -> Result<Outco
             Ok(Ok(_)) => {
                 let took = fenced_at.elapsed();
                 app.placement.forget_pod(&m.pod_id);
+                app.access.forget_pod(&m.pod_id);
                 return Ok(Outcome::Done(took));
             }
             Ok(Err(missing)) => {

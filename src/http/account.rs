@@ -778,6 +778,7 @@ pub async fn new_pod(
             return Err(AccountError::Unavailable);
         }
     }
+    crate::ldp::access::mark_baseline(app, &name).await?;
     let link = accounts::link_webid(&app.db, account, &webid).await?;
     tracing::info!(pod = %name, %webid, "created a pod with a WebID");
     Ok((pod_url, webid, record_id, link))

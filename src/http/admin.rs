@@ -183,6 +183,7 @@ pub async fn move_node_pods(
         Ok((moved, left)) => {
             for m in &moved {
                 app.placement.forget_pod(&m.pod_id);
+                app.access.forget_pod(&m.pod_id);
             }
             Json(serde_json::json!({ "moved": moved, "leftBehind": left })).into_response()
         }
@@ -278,6 +279,18 @@ pub async fn create_pod(
             "a pod needs an owner, or nobody could use it: give --owner <e-mail of an account, or a WebID>, or --public-write for a pod anyone may read and change",
         );
     }
+    let is_email = |o: &str| o.contains('@') && !o.contains(':');
+    if let Some(owner) = req.owner.as_deref().filter(|o| !is_email(o))
+        && !url::Url::parse(owner)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.as_str() == owner)
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the owner {owner:?} is neither an e-mail address nor a WebID: give an absolute http(s) URL such as https://id.example/alice#me"
+            ),
+        );
+    }
     // An owner given by e-mail is an account: the pod joins it, with a
     // WebID profile, as if the account had created it.
     if let Some(email) = req
@@ -310,6 +323,9 @@ pub async fn create_pod(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the pod was created but its ACL could not be written; delete it and try again",
                 );
+            }
+            if let Err(e) = crate::ldp::access::mark_baseline(&app, &record.pod_id).await {
+                return unavailable(e);
             }
             tracing::info!(pod = %record.pod_id, public_write = req.public_write, "created pod");
             (StatusCode::CREATED, Json(pod_json(&record))).into_response()

@@ -10,7 +10,6 @@
 //! edit holds on the owner at once and everywhere within moments.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -26,6 +25,8 @@ const VCARD_HAS_MEMBER: &str = "http://www.w3.org/2006/vcard/ns#hasMember";
 /// Entries kept before the cache starts over (a bound on memory, not a
 /// working-set estimate: one entry is a few hundred bytes).
 const MAX_ENTRIES: usize = 100_000;
+/// The largest ACL or group document read: a bigger one grants nothing.
+const MAX_DOCUMENT: i64 = 1 << 20;
 
 /// `(group IRI, member WebID)` pairs a group document states.
 type Members = HashSet<(String, String)>;
@@ -34,9 +35,6 @@ type Members = HashSet<(String, String)>;
 #[derive(Default)]
 pub struct Cache {
     inner: Mutex<Inner>,
-    /// Moves on every forget, so that a document read before a change is
-    /// not cached after it.
-    generation: AtomicU64,
 }
 
 #[derive(Default)]
@@ -44,13 +42,39 @@ struct Inner {
     acls: HashMap<String, HashMap<String, Option<Arc<Acl>>>>,
     groups: HashMap<String, HashMap<String, Arc<Members>>>,
     entries: usize,
+    /// Per pod, moves on every forget, so that a document read before a
+    /// change is not cached after it.
+    generations: HashMap<String, u64>,
+}
+
+impl Inner {
+    fn bump(&mut self, pod: &str) {
+        *self.generations.entry(pod.to_string()).or_default() += 1;
+    }
+
+    /// Makes room: first the records of absent ACLs (anyone can make
+    /// those by asking for paths that do not exist), then everything.
+    fn make_room(&mut self) {
+        let mut removed = 0;
+        for m in self.acls.values_mut() {
+            let before = m.len();
+            m.retain(|_, acl| acl.is_some());
+            removed += before - m.len();
+        }
+        self.entries -= removed;
+        if self.entries >= MAX_ENTRIES / 2 {
+            self.acls.clear();
+            self.groups.clear();
+            self.entries = 0;
+        }
+    }
 }
 
 impl Cache {
     /// Forgets what is cached for one resource (it was written or deleted).
     pub fn forget(&self, pod: &str, path: &str) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
         let mut inner = self.inner.lock().expect("access cache");
+        inner.bump(pod);
         let mut removed = 0;
         if let Some(m) = inner.acls.get_mut(pod) {
             removed += m.remove(path).is_some() as usize;
@@ -63,11 +87,16 @@ impl Cache {
 
     /// Forgets a whole pod (it moved to another node).
     pub fn forget_pod(&self, pod: &str) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
         let mut inner = self.inner.lock().expect("access cache");
+        inner.bump(pod);
         let removed = inner.acls.remove(pod).map_or(0, |m| m.len())
             + inner.groups.remove(pod).map_or(0, |m| m.len());
         inner.entries -= removed;
+    }
+
+    fn generation(&self, pod: &str) -> u64 {
+        let inner = self.inner.lock().expect("access cache");
+        inner.generations.get(pod).copied().unwrap_or_default()
     }
 
     fn acl(&self, pod: &str, path: &str) -> Option<Option<Arc<Acl>>> {
@@ -80,14 +109,14 @@ impl Cache {
         inner.groups.get(pod)?.get(path).cloned()
     }
 
-    /// Caches what was read at `generation`, unless something was forgotten since.
+    /// Caches what was read at `generation`, unless the pod changed since.
     fn keep(&self, generation: u64, pod: &str, path: &str, entry: Entry) {
         let mut inner = self.inner.lock().expect("access cache");
-        if self.generation.load(Ordering::SeqCst) != generation {
+        if inner.generations.get(pod).copied().unwrap_or_default() != generation {
             return;
         }
         if inner.entries >= MAX_ENTRIES {
-            *inner = Inner::default();
+            inner.make_room();
         }
         let added = match entry {
             Entry::Acl(acl) => inner
@@ -141,10 +170,16 @@ async fn read_triples(
     let Some(record) = app.db.resource_get(&target.pod, path).await? else {
         return Ok(None);
     };
-    let bytes = super::write::read_stored(app, &record).await?;
     let Some(syntax) = crate::rdf::input_syntax(&record.content_type) else {
         return Ok(Some(Err(format!("{} is not RDF", record.content_type))));
     };
+    if record.size > MAX_DOCUMENT {
+        return Ok(Some(Err(format!(
+            "{} bytes is more than the {MAX_DOCUMENT} an ACL or group document may have",
+            record.size
+        ))));
+    }
+    let bytes = super::write::read_stored(app, &record).await?;
     Ok(Some(crate::rdf::parse(
         &bytes,
         syntax,
@@ -158,7 +193,7 @@ async fn acl_at(app: &App, target: &Target, path: &str) -> Result<Option<Arc<Acl
     if let Some(cached) = app.access.acl(&target.pod, path) {
         return Ok(cached);
     }
-    let generation = app.access.generation.load(Ordering::SeqCst);
+    let generation = app.access.generation(&target.pod);
     let subject = target.url_of(protected(path).unwrap_or(path));
     let acl = match read_triples(app, target, path).await? {
         None => None,
@@ -197,7 +232,7 @@ async fn members_at(app: &App, target: &Target, path: &str) -> Result<Arc<Member
     if let Some(cached) = app.access.members(&target.pod, path) {
         return Ok(cached);
     }
-    let generation = app.access.generation.load(Ordering::SeqCst);
+    let generation = app.access.generation(&target.pod);
     let mut members = Members::new();
     match read_triples(app, target, path).await? {
         Some(Ok(triples)) => {
@@ -323,44 +358,71 @@ async fn modes_on(
     Ok((user.union(public), public))
 }
 
-/// Whether a resource exists.
-async fn exists(app: &App, target: &Target) -> Result<bool, LdpError> {
-    Ok(app
-        .db
-        .resource_get(&target.pod, &target.path)
-        .await?
-        .is_some())
+/// What a write was allowed as, so that it cannot become something else
+/// before it commits: a PUT allowed only because the resource did not
+/// exist must still not exist, and one allowed only because it existed
+/// must still be the version seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    Absent,
+    Version(String),
 }
 
-/// What the request is allowed to be: `Ok(caller's and public modes on
-/// the target)` to go on, or the refusal. `patch` is what a PATCH does.
+/// An allowed request: the caller's and the public's modes on the target,
+/// and the pin its write must hold to.
+pub struct Decision {
+    pub user: Modes,
+    pub public: Modes,
+    pub pin: Option<Pin>,
+}
+
+/// Whether the caller is the owner of the target's pod.
+async fn is_owner(app: &App, target: &Target, caller: &Caller<'_>) -> Result<bool, LdpError> {
+    let Some(webid) = caller.webid else {
+        return Ok(false);
+    };
+    let pod = app.placement.pod(&app.db, &target.pod).await?;
+    Ok(pod.and_then(|p| p.owner).as_deref() == Some(webid))
+}
+
+/// Decides a request: `Ok` to go on, or the refusal. `patch` is what a
+/// PATCH does.
 pub async fn authorize(
     app: &App,
     target: &Target,
     method: &Method,
     caller: &Caller<'_>,
     patch: Option<Shape>,
-) -> Result<(Modes, Modes), LdpError> {
+) -> Result<Decision, LdpError> {
     // The storage description is the server's, not the pod's data: apps
     // read it to find the notification services before they log in.
     if target.path == "/.well-known/solid" && matches!(*method, Method::GET | Method::HEAD) {
-        return Ok((Modes::READ, Modes::READ));
+        return Ok(Decision {
+            user: Modes::READ,
+            public: Modes::READ,
+            pin: None,
+        });
     }
     // An `.acl` is governed by the resource it protects.
     let (subject, on_acl) = match protected(&target.path) {
         Some(p) => (p, true),
         None => (target.path.as_str(), false),
     };
-    let mut known: Option<bool> = None;
+    let mut known: Option<Option<String>> = None;
     let request = match *method {
         Method::PUT | Method::PATCH => {
-            let found = exists(app, target).await?;
-            known = Some(found);
-            match (method == Method::PUT, found, patch) {
-                (true, true, _) => Request::Replace,
-                (true, false, _) => Request::Create,
-                (false, exists, shape) => {
-                    let shape = shape.unwrap_or(Shape::EVERYTHING);
+            let etag = app
+                .db
+                .resource_get(&target.pod, &target.path)
+                .await?
+                .map(|r| r.etag);
+            let found = etag.is_some();
+            known = Some(etag);
+            match (method == Method::PUT, found) {
+                (true, true) => Request::Replace,
+                (true, false) => Request::Create,
+                (false, exists) => {
+                    let shape = patch.unwrap_or(Shape::EVERYTHING);
                     Request::Patch {
                         inserts: shape.inserts,
                         deletes: shape.deletes,
@@ -374,59 +436,101 @@ pub async fn authorize(
         Method::DELETE => Request::Delete,
         _ => Request::Read,
     };
-    let (mut user, public) = modes_on(app, target, subject, caller).await?;
-    if on_acl && let Some(webid) = caller.webid {
-        // The pod's owner can always mend its ACLs, so it cannot lock itself out.
-        let owner = app.placement.pod(&app.db, &target.pod).await?;
-        if owner.and_then(|p| p.owner).as_deref() == Some(webid) {
-            user = Modes::ALL;
-        }
-    }
-    for (on, wanted) in wac::required(request, on_acl) {
-        let have = match on {
-            On::Target => user,
-            On::Parent => match parent(&target.path) {
-                Some(p) => modes_on(app, target, p, caller).await?.0,
-                // The root has no container: whether it may be created or
-                // deleted is the LDP handler's business.
-                None => Modes::ALL,
-            },
-        };
-        if have.covers(wanted) {
-            continue;
-        }
-        let creating = matches!(
-            request,
-            Request::Create | Request::Patch { exists: false, .. }
-        );
-        let found = match known {
-            Some(f) => f,
-            None => exists(app, target).await?,
-        };
-        let may_read = user.covers(if on_acl { Modes::CONTROL } else { Modes::READ });
-        let status = wac::refusal(caller.webid.is_some(), may_read, found, creating);
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-        return Err(match status {
-            StatusCode::NOT_FOUND => LdpError::not_found(),
-            StatusCode::UNAUTHORIZED => LdpError::new(
-                status,
-                "this resource is not public: log in with a Solid-OIDC access token (DPoP) to use it",
-            )
-            .with(
-                header::WWW_AUTHENTICATE,
-                r#"DPoP algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA", Bearer scope="openid webid""#,
-            ),
-            _ => LdpError::new(
-                status,
-                format!(
-                    "{} may not {} here; the owner of the pod can grant it in an ACL",
-                    caller.webid.unwrap_or("this agent"),
-                    what(method, on_acl)
-                ),
-            ),
+    let (user, public) = modes_on(app, target, subject, caller).await?;
+    // The pod's owner can always read and write its ACLs, so that it
+    // cannot lock itself out.
+    if on_acl && is_owner(app, target, caller).await? {
+        return Ok(Decision {
+            user: Modes::ALL,
+            public,
+            pin: None,
         });
     }
-    Ok((user, public))
+    let mut parent_modes: Option<Modes> = None;
+    let mut allowed = async |request: Request| -> Result<Option<Modes>, LdpError> {
+        for (on, wanted) in wac::required(request, on_acl) {
+            let have = match on {
+                On::Target => user,
+                On::Parent => match (parent_modes, parent(&target.path)) {
+                    (Some(m), _) => m,
+                    (None, Some(p)) => {
+                        let m = modes_on(app, target, p, caller).await?.0;
+                        parent_modes = Some(m);
+                        m
+                    }
+                    // The root has no container: whether it may be created
+                    // or deleted is the LDP handler's business.
+                    (None, None) => Modes::ALL,
+                },
+            };
+            if !have.covers(wanted) {
+                return Ok(Some(wanted));
+            }
+        }
+        Ok(None)
+    };
+    if allowed(request).await?.is_none() {
+        // The same request on the resource in its other state (existing or
+        // not) may be refused: then the write must find it as it was seen.
+        let other = match request {
+            Request::Create => Some(Request::Replace),
+            Request::Replace => Some(Request::Create),
+            Request::Patch {
+                inserts,
+                deletes,
+                reads,
+                exists: true,
+            } => Some(Request::Patch {
+                inserts,
+                deletes,
+                reads,
+                exists: false,
+            }),
+            _ => None,
+        };
+        let pin = match other {
+            Some(other) if allowed(other).await?.is_some() => match known.clone().flatten() {
+                Some(etag) => Some(Pin::Version(etag)),
+                None => Some(Pin::Absent),
+            },
+            _ => None,
+        };
+        return Ok(Decision { user, public, pin });
+    }
+    let creating = matches!(
+        request,
+        Request::Create | Request::Patch { exists: false, .. }
+    );
+    let found = match known {
+        Some(etag) => etag.is_some(),
+        None => app
+            .db
+            .resource_get(&target.pod, &target.path)
+            .await?
+            .is_some(),
+    };
+    let may_read = user.covers(if on_acl { Modes::CONTROL } else { Modes::READ });
+    let status = wac::refusal(caller.webid.is_some(), may_read, found, creating);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    Err(match status {
+        StatusCode::NOT_FOUND => LdpError::not_found(),
+        StatusCode::UNAUTHORIZED => LdpError::new(
+            status,
+            "this resource is not public: log in with a Solid-OIDC access token (DPoP) to use it",
+        )
+        .with(
+            header::WWW_AUTHENTICATE,
+            r#"DPoP algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA", Bearer scope="openid webid""#,
+        ),
+        _ => LdpError::new(
+            status,
+            format!(
+                "{} may not {} here; the owner of the pod can grant it in an ACL",
+                caller.webid.unwrap_or("this agent"),
+                what(method, on_acl)
+            ),
+        ),
+    })
 }
 
 fn what(method: &Method, on_acl: bool) -> &'static str {
@@ -475,11 +579,53 @@ pub async fn write_acl(
         .map_err(|e| e.message)
 }
 
-/// Pods made before access control existed have no root ACL, and would
-/// serve nobody: give each pod of this node that lacks one the ACL it
-/// would get today. A pod with an owner becomes the owner's (its WebID
-/// profile stays public); a pod without one stays open to everyone, as it
-/// was, and the log says how to close it.
+/// The setting that records a pod's ACLs as made by this version.
+pub fn baseline_key(pod: &str) -> String {
+    format!("access-control:{pod}")
+}
+
+/// Records that a new pod's ACLs were made by xpod (so the start-up pass
+/// leaves them alone).
+pub async fn mark_baseline(app: &App, pod: &str) -> Result<(), crate::db::DbError> {
+    app.db
+        .setting_init(&baseline_key(pod), "1")
+        .await
+        .map(|_| ())
+}
+
+/// Every `.acl` in a pod, walking its containers.
+async fn acls_in(app: &App, pod: &str) -> Result<Vec<String>, crate::db::DbError> {
+    let mut found = Vec::new();
+    let mut containers = vec!["/".to_string()];
+    while let Some(container) = containers.pop() {
+        let mut after: Option<String> = None;
+        loop {
+            let page = app
+                .db
+                .resource_children(pod, &container, after.as_deref(), 500)
+                .await?;
+            for child in &page {
+                if child.path.ends_with('/') {
+                    containers.push(child.path.clone());
+                } else if child.path.ends_with(".acl") {
+                    found.push(child.path.clone());
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => after = Some(last.path.clone()),
+                _ => break,
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Pods made before access control existed were open to anyone, who may
+/// have planted ACLs in them. When a node starts, each of its pods that
+/// has not been through this gets the ACLs it would get today (its
+/// owner's, with a public WebID profile; without an owner, open to
+/// everyone as it was), and every other ACL in it is removed, its text
+/// kept in the log. Then the pod is marked, and never touched again.
 pub async fn give_old_pods_an_acl(app: &App) -> Result<(), crate::app::StartupError> {
     let failed = |e: crate::db::DbError| {
         crate::app::StartupError(format!(
@@ -490,7 +636,7 @@ pub async fn give_old_pods_an_acl(app: &App) -> Result<(), crate::app::StartupEr
         if pod.node_id != app.node.id
             || app
                 .db
-                .resource_get(&pod.pod_id, "/.acl")
+                .setting_get(&baseline_key(&pod.pod_id))
                 .await
                 .map_err(failed)?
                 .is_some()
@@ -505,15 +651,36 @@ pub async fn give_old_pods_an_acl(app: &App) -> Result<(), crate::app::StartupEr
                 None => wac::public_write_acl(),
             },
         )];
-        if pod.owner.as_deref() == Some(profile.as_str())
-            && app
-                .db
-                .resource_get(&pod.pod_id, "/profile/card.acl")
-                .await
-                .map_err(failed)?
-                .is_none()
-        {
+        if pod.owner.as_deref() == Some(profile.as_str()) {
             writes.push(("/profile/card.acl", wac::profile_acl(&profile)));
+        }
+        let target = Target {
+            pod: pod.pod_id.clone(),
+            path: "/".into(),
+            pod_url: pod.base_url.clone(),
+        };
+        for path in acls_in(app, &pod.pod_id).await.map_err(failed)? {
+            if writes.iter().any(|(p, _)| *p == path) {
+                continue;
+            }
+            let text = match read_triples(app, &target, &path).await {
+                Ok(Some(Ok(triples))) => String::from_utf8_lossy(&crate::rdf::serialize(
+                    &triples,
+                    crate::rdf::Syntax::Turtle,
+                    &target.url_of(&path),
+                ))
+                .into_owned(),
+                _ => "(unreadable)".into(),
+            };
+            super::write::delete_resource(app, &pod.pod_id, &path, &Default::default())
+                .await
+                .map_err(failed)?;
+            tracing::warn!(
+                pod = %pod.pod_id,
+                %path,
+                acl = %text.chars().take(4096).collect::<String>(),
+                "removed an ACL written while the pod was open to anyone; put it back if it is yours"
+            );
         }
         for (path, text) in writes {
             write_acl(app, &pod.pod_id, &pod.base_url, path, text)
@@ -525,13 +692,14 @@ pub async fn give_old_pods_an_acl(app: &App) -> Result<(), crate::app::StartupEr
                     ))
                 })?;
         }
+        mark_baseline(app, &pod.pod_id).await.map_err(failed)?;
         match &pod.owner {
             Some(owner) => {
-                tracing::warn!(pod = %pod.pod_id, %owner, "the pod had no ACL: it is now its owner's alone")
+                tracing::warn!(pod = %pod.pod_id, %owner, "the pod was open to anyone: it is now its owner's alone")
             }
             None => tracing::warn!(
                 pod = %pod.pod_id,
-                "the pod had no ACL and has no owner: it stays open to everyone; write its /.acl to restrict it"
+                "the pod was open to anyone and has no owner: it stays open to everyone; write its /.acl to restrict it"
             ),
         }
     }
@@ -557,11 +725,16 @@ mod tests {
     fn the_cache_forgets_what_changed_and_never_keeps_a_stale_read() {
         let cache = Cache::default();
         let acl = Arc::new(Acl::from_triples("https://x.example/p/", &[]));
-        let g = cache.generation.load(Ordering::SeqCst);
+        let g = cache.generation("p");
         cache.keep(g, "p", "/.acl", Entry::Acl(Some(acl.clone())));
         cache.keep(g, "p", "/a.acl", Entry::Acl(None));
         assert!(matches!(cache.acl("p", "/.acl"), Some(Some(_))));
         assert!(matches!(cache.acl("p", "/a.acl"), Some(None)));
+        // A change in another pod does not stop this one's reads being kept.
+        let other = cache.generation("q");
+        cache.forget("q", "/x");
+        assert_eq!(cache.generation("p"), g);
+        assert_ne!(cache.generation("q"), other);
         cache.forget("p", "/a.acl");
         assert!(cache.acl("p", "/a.acl").is_none());
         assert!(cache.acl("p", "/.acl").is_some());
@@ -571,5 +744,17 @@ mod tests {
         cache.forget_pod("p");
         assert!(cache.acl("p", "/.acl").is_none());
         assert_eq!(cache.inner.lock().unwrap().entries, 0);
+    }
+
+    #[test]
+    fn a_full_cache_drops_absent_acls_first() {
+        let cache = Cache::default();
+        let acl = Arc::new(Acl::from_triples("https://x.example/p/", &[]));
+        cache.keep(0, "p", "/.acl", Entry::Acl(Some(acl)));
+        for i in 0..MAX_ENTRIES {
+            cache.keep(0, "p", &format!("/{i}/.acl"), Entry::Acl(None));
+        }
+        assert!(cache.acl("p", "/.acl").is_some(), "a real ACL survives");
+        assert!(cache.inner.lock().unwrap().entries < MAX_ENTRIES / 2);
     }
 }

@@ -18,6 +18,13 @@ pub async fn delete(app: &App, target: &Target, req: &HeaderMap) -> Result<Statu
         )
         .with(header::ALLOW, "OPTIONS, HEAD, GET, PATCH, POST, PUT"));
     }
+    if target.path == "/.acl" {
+        return Err(LdpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the pod's root ACL cannot be deleted (nobody could use the pod); replace it with PUT",
+        )
+        .with(header::ALLOW, "OPTIONS, HEAD, GET, PATCH, PUT"));
+    }
     write::refuse_reserved(target)?;
     let condition = write::condition(req);
     let acl = format!("{}.acl", target.path);
@@ -32,8 +39,14 @@ pub async fn delete(app: &App, target: &Target, req: &HeaderMap) -> Result<Statu
             if !matches!(children.as_slice(), [only] if only.path == acl) {
                 return Err(DbError::Conflict(why).into());
             }
+            // The client's condition is on the container as it asked for it
+            // (deleting the ACL gives the container a new version).
+            let current = app.db.resource_get(&target.pod, &target.path).await?;
+            if !condition.allows(current.as_ref()) {
+                return Err(DbError::PreconditionFailed.into());
+            }
             write::delete_resource(app, &target.pod, &acl, &Condition::default()).await?;
-            write::delete_resource(app, &target.pod, &target.path, &condition).await?;
+            write::delete_resource(app, &target.pod, &target.path, &Condition::default()).await?;
             return Ok(StatusCode::RESET_CONTENT);
         }
         Err(e) => return Err(e.into()),

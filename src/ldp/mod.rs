@@ -59,28 +59,39 @@ pub async fn serve(
         }
     }
     let slot = Arc::new(std::sync::Mutex::new(body));
-    let decided = if method == Method::OPTIONS {
-        Ok(None)
+    let result = if method == Method::OPTIONS {
+        options(app, target, &caller).await
     } else {
-        access::authorize(app, target, &method, &caller, shape)
-            .await
-            .map(Some)
-    };
-    let result = match decided {
-        Ok(modes) => dispatch(app, target, &method, &headers, from_slot(slot.clone()))
-            .await
-            .map(|mut resp| {
-                if let Some((user, public)) = modes {
-                    let value = crate::auth::wac::wac_allow(user, public);
-                    if let Ok(v) = header::HeaderValue::from_str(&value)
-                        && !value.is_empty()
-                    {
-                        resp.headers_mut().insert("wac-allow", v);
+        match access::authorize(app, target, &method, &caller, shape).await {
+            Ok(decision) => {
+                // The write must find the resource as the decision saw it.
+                let mut headers = headers.clone();
+                match &decision.pin {
+                    Some(access::Pin::Absent) => {
+                        headers
+                            .insert(header::IF_NONE_MATCH, header::HeaderValue::from_static("*"));
                     }
+                    Some(access::Pin::Version(etag)) => {
+                        if let Ok(v) = header::HeaderValue::from_str(etag) {
+                            headers.insert(header::IF_MATCH, v);
+                        }
+                    }
+                    None => {}
                 }
-                resp
-            }),
-        Err(e) => Err(e),
+                dispatch(app, target, &method, &headers, from_slot(slot.clone()))
+                    .await
+                    .map(|mut resp| {
+                        let value = crate::auth::wac::wac_allow(decision.user, decision.public);
+                        if let Ok(v) = header::HeaderValue::from_str(&value)
+                            && !value.is_empty()
+                        {
+                            resp.headers_mut().insert("wac-allow", v);
+                        }
+                        resp
+                    })
+            }
+            Err(e) => Err(e),
+        }
     };
     let mut resp = match result {
         Ok(resp) => resp,
@@ -140,6 +151,24 @@ async fn drain(body: Body) {
     }
 }
 
+/// OPTIONS is never refused, but it tells whether the resource exists
+/// (through `Allow`) only to a caller who may read it.
+async fn options(
+    app: &App,
+    target: &Target,
+    caller: &access::Caller<'_>,
+) -> Result<Response, LdpError> {
+    let exists = access::may_read(app, target, caller).await.is_ok()
+        && app
+            .db
+            .resource_get(&target.pod, &target.path)
+            .await?
+            .is_some();
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().extend(headers::describe(target, exists));
+    Ok(resp)
+}
+
 async fn dispatch(
     app: &App,
     target: &Target,
@@ -158,16 +187,6 @@ async fn dispatch(
         Method::DELETE => {
             let status = delete::delete(app, target, req).await?;
             Ok(status.into_response())
-        }
-        Method::OPTIONS => {
-            let exists = app
-                .db
-                .resource_get(&target.pod, &target.path)
-                .await?
-                .is_some();
-            let mut resp = StatusCode::NO_CONTENT.into_response();
-            resp.headers_mut().extend(headers::describe(target, exists));
-            Ok(resp)
         }
         Method::PATCH => Ok(patch::patch(app, target, req, body)
             .await?

@@ -7,6 +7,8 @@ use crate::config::Config;
 
 /// The longest request path accepted.
 pub const MAX_PATH: usize = 2048;
+/// The most segments a path may have (each one is an ACL to look up).
+pub const MAX_DEPTH: usize = 64;
 
 /// A request's target inside a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,9 @@ pub fn check_path(raw: &str) -> Result<(), TargetError> {
         }
     }
     let segments: Vec<&str> = raw.split('/').skip(1).collect();
+    if segments.len() > MAX_DEPTH {
+        return bad("the request path is more than 64 levels deep");
+    }
     for (i, segment) in segments.iter().enumerate() {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8();
         let Ok(decoded) = decoded else {
@@ -147,6 +152,8 @@ mod tests {
             assert!(matches!(check_path(bad), Err(TargetError::Bad(_))), "{bad}");
         }
         assert!(check_path(&format!("/alice/{}", "a".repeat(MAX_PATH))).is_err());
+        assert!(check_path(&"/a".repeat(MAX_DEPTH + 1)).is_err());
+        assert!(check_path(&"/a".repeat(MAX_DEPTH)).is_ok());
         for good in ["/alice/", "/alice/a%20b.txt", "/alice/c/d/", "/alice/x-y"] {
             assert!(check_path(good).is_ok(), "{good}");
         }

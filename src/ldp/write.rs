@@ -134,7 +134,9 @@ pub fn check_length(app: &App, req: &HeaderMap) -> Result<(), LdpError> {
 
 /// Paths that are not ordinary resources and cannot be written.
 pub fn refuse_reserved(target: &Target) -> Result<(), LdpError> {
-    if target.path.ends_with(".acl.acl") || target.path.ends_with(".acl/") {
+    let segments: Vec<&str> = target.path.split('/').collect();
+    let inner = &segments[..segments.len().saturating_sub(1)];
+    if target.path.ends_with(".acl.acl") || inner.iter().any(|s| s.ends_with(".acl")) {
         return Err(LdpError::bad_request(
             "an ACL has no ACL of its own and cannot be a container: the ACL of /x is /x.acl, governed by Control on /x",
         ));
