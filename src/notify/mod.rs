@@ -221,8 +221,11 @@ pub fn activities(pod_url: &str, event: &EventRecord, next: &[EventRecord]) -> V
         "delete" => out.push(own("Delete", None)),
         _ => return out,
     }
+    // ACLs are not listed in their container, so its channels do not hear
+    // of them either (their own channels do, for those with Control).
     if let Some(parent) = parent
         && event.kind != "update"
+        && !event.path.ends_with(".acl")
     {
         let parent_url = format!("{pod_url}{}", &parent[1..]);
         let state = next
@@ -478,6 +481,16 @@ mod tests {
             etag: etag.map(str::to_string),
             created_at: 1_769_860_800_000,
             detail: None,
+        }
+    }
+
+    #[test]
+    fn an_acl_is_not_announced_to_its_container() {
+        let pod = "http://x.test/alice/";
+        for (path, kind) in [("/c/r.acl", "create"), ("/c/.acl", "delete")] {
+            let acts = activities(pod, &event(1, path, kind, None), &[]);
+            assert_eq!(acts.len(), 1, "{path}");
+            assert_eq!(acts[0].topic, format!("http://x.test/alice{path}"));
         }
     }
 
