@@ -13,6 +13,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
 
+use support::account::{
+    Account, access_token, account_sequence, more_credentials, send, token_of, whoami,
+};
 use support::cluster::{Cluster, served_by, token as admin_token};
 use support::dpop::DpopKey;
 use support::webid::WebIdServer;
@@ -52,108 +55,6 @@ fn node_with(extra: &[(&'static str, &'static str)]) -> Node {
         root,
         port,
     }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-/// What a CSS client gets from the account sequence.
-struct Account {
-    token: String,
-    controls: Value,
-    webid: String,
-    pod: String,
-    client_id: String,
-    secret: String,
-}
-
-/// The sequence CSS's own clients use, following only the controls.
-async fn account_sequence(http: &reqwest::Client, base: &str, pod: &str, email: &str) -> Account {
-    let (status, index) = send(http.get(format!("{base}.account/"))).await;
-    assert_eq!(status, 200, "{index}");
-    assert_eq!(index["version"], "0.5");
-    let create = index["controls"]["account"]["create"].as_str().unwrap();
-    let (status, created) = send(http.post(create).json(&json!({}))).await;
-    assert_eq!(status, 200, "{created}");
-    let token = created["authorization"].as_str().unwrap().to_string();
-    let auth = format!("CSS-Account-Token {token}");
-    let (status, index) = send(
-        http.get(format!("{base}.account/"))
-            .header("authorization", &auth),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let controls = index["controls"].clone();
-    let (status, login) = send(
-        http.post(controls["password"]["create"].as_str().unwrap())
-            .header("authorization", &auth)
-            .json(&json!({"email": email, "password": "correct horse battery"})),
-    )
-    .await;
-    assert_eq!(status, 200, "{login}");
-    let (status, made) = send(
-        http.post(controls["account"]["pod"].as_str().unwrap())
-            .header("authorization", &auth)
-            .json(&json!({"name": pod})),
-    )
-    .await;
-    assert_eq!(status, 200, "{made}");
-    assert_eq!(made["pod"], format!("{base}{pod}/"));
-    let webid = made["webId"].as_str().unwrap().to_string();
-    assert_eq!(webid, format!("{base}{pod}/profile/card#me"));
-    let (status, cc) = send(
-        http.post(controls["account"]["clientCredentials"].as_str().unwrap())
-            .header("authorization", &auth)
-            .json(&json!({"name": "script", "webId": webid})),
-    )
-    .await;
-    assert_eq!(status, 200, "{cc}");
-    Account {
-        token,
-        controls,
-        webid,
-        pod: made["pod"].as_str().unwrap().to_string(),
-        client_id: cc["id"].as_str().unwrap().to_string(),
-        secret: cc["secret"].as_str().unwrap().to_string(),
-    }
-}
-
-/// A token from `base`'s token endpoint (found through discovery).
-async fn access_token(
-    http: &reqwest::Client,
-    base: &str,
-    acct: &Account,
-    key: &DpopKey,
-) -> reqwest::Response {
-    let (_, config) = send(http.get(format!("{base}.well-known/openid-configuration"))).await;
-    let endpoint = config["token_endpoint"].as_str().unwrap();
-    http.post(endpoint)
-        .basic_auth(&acct.client_id, Some(&acct.secret))
-        .header("dpop", key.proof("POST", endpoint, None))
-        .form(&[("grant_type", "client_credentials"), ("scope", "webid")])
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn token_of(resp: reqwest::Response) -> String {
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["token_type"], "DPoP", "{body}");
-    body["access_token"].as_str().unwrap().to_string()
-}
-
-async fn whoami(http: &reqwest::Client, base: &str, token: &str, key: &DpopKey) -> (u16, Value) {
-    let url = format!("{base}.auth/whoami");
-    send(
-        http.get(&url)
-            .header("authorization", format!("DPoP {token}"))
-            .header("dpop", key.proof("GET", &url, Some(token))),
-    )
-    .await
 }
 
 fn kid(token: &str) -> String {
@@ -301,7 +202,7 @@ async fn the_css_account_sequence_gives_a_webid_and_working_client_credentials()
     // account's pages, a taken pod name, a duplicate email.
     let wrong = Account {
         secret: "0".repeat(128),
-        ..account_clone(&acct)
+        ..Clone::clone(&acct)
     };
     let resp = access_token(&http, &node.base, &wrong, &key).await;
     assert_eq!(resp.status(), 401);
@@ -404,43 +305,6 @@ async fn the_css_account_sequence_gives_a_webid_and_working_client_credentials()
     )
     .await;
     assert_eq!(status, 401, "a logged-out session is refused");
-}
-
-/// Client credentials for another of the account's WebIDs.
-async fn more_credentials(
-    http: &reqwest::Client,
-    acct: &Account,
-    name: &str,
-    webid: &str,
-) -> (Account, Value) {
-    let (status, cc) = send(
-        http.post(
-            acct.controls["account"]["clientCredentials"]
-                .as_str()
-                .unwrap(),
-        )
-        .header("authorization", format!("CSS-Account-Token {}", acct.token))
-        .json(&json!({"name": name, "webId": webid})),
-    )
-    .await;
-    assert_eq!(status, 200, "{cc}");
-    let account = Account {
-        client_id: cc["id"].as_str().unwrap().to_string(),
-        secret: cc["secret"].as_str().unwrap().to_string(),
-        ..account_clone(acct)
-    };
-    (account, cc)
-}
-
-fn account_clone(a: &Account) -> Account {
-    Account {
-        token: a.token.clone(),
-        controls: a.controls.clone(),
-        webid: a.webid.clone(),
-        pod: a.pod.clone(),
-        client_id: a.client_id.clone(),
-        secret: a.secret.clone(),
-    }
 }
 
 #[tokio::test]
