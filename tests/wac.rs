@@ -1163,6 +1163,29 @@ async fn decisions_hold_on_a_pod_reached_through_another_node() {
     assert_eq!(r.status, 403);
     let r = call(&home.client, &url, Some(&owner), "GET", &[], None).await;
     assert_eq!(r.body, body);
+
+    // A subscription made at the other node is decided by the owner node,
+    // as the caller.
+    let service = format!("{base}.notifications/WebSocketChannel2023/");
+    let request = serde_json::json!({
+        "type": "http://www.w3.org/ns/solid/notifications#WebSocketChannel2023",
+        "topic": url,
+    })
+    .to_string();
+    for (who, status) in [(Some(&owner), 200), (Some(&other), 403), (None, 401)] {
+        let r = call(
+            &away.client,
+            &service,
+            who,
+            "POST",
+            &[("content-type", "application/ld+json")],
+            Some(&request),
+        )
+        .await;
+        let label = who.map(|a| a.webid.as_str()).unwrap_or("anonymous");
+        assert_eq!(r.status, status, "{label} subscribing: {}", r.body);
+        assert_eq!(r.header("x-xpod-served-by"), Some(away.id.as_str()));
+    }
 }
 
 /// Pods made before access control existed were open to anyone. When
