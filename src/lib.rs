@@ -46,4 +46,5 @@ pub mod notify;
 pub mod outbound;
 pub mod pod;
 pub mod rdf;
+pub mod systemd;
 pub mod walk;

@@ -169,6 +169,10 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         ))
     })?;
     tracing::info!(address = %addr, base_url = %app.config.base_url, "listening");
+    crate::systemd::notify(&format!(
+        "READY=1\nSTATUS=serving {} on {addr}",
+        app.config.base_url
+    ));
     // Spent DPoP proofs, expired sessions, login counts and retired keys.
     {
         let db = app.db.clone();
@@ -264,4 +268,5 @@ async fn shutdown_signal() {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = name, "shutting down; finishing in-flight requests");
+    crate::systemd::notify("STOPPING=1");
 }
