@@ -312,13 +312,22 @@ fn print_config(config: &Config) {
 
 /// The address the CLI uses to reach the local server.
 pub fn local_url(config: &Config, path: &str) -> String {
-    let host = match config.host {
+    // With HTTPS, the node answers the command line in plain HTTP on its
+    // internal port (on loopback when it runs alone).
+    let (ip, port) = match (&config.https, config.internal_port, &config.database) {
+        (Some(_), Some(port), crate::config::DatabaseConfig::Sqlite(_)) => {
+            (std::net::Ipv4Addr::LOCALHOST.into(), port)
+        }
+        (Some(_), Some(port), _) => (config.host, port),
+        _ => (config.host, config.port),
+    };
+    let host = match ip {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
-    format!("http://{host}:{}{path}", config.port)
+    format!("http://{host}:{port}{path}")
 }
 
 fn healthcheck(config: &Config, timeout: u64) -> Result<ExitCode, Failure> {

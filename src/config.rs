@@ -110,6 +110,9 @@ const SETTINGS: &[Setting] = &[
     setting("host", "CSS_HOST", Some("--host")),
     setting("port", "CSS_PORT", Some("--port")),
     setting("base_url", "CSS_BASE_URL", Some("--base-url")),
+    setting("https_cert", "CSS_HTTPS_CERT", None),
+    setting("https_key", "CSS_HTTPS_KEY", None),
+    setting("trusted_proxies", "CSS_TRUSTED_PROXIES", None),
     setting(
         "root_file_path",
         "CSS_ROOT_FILE_PATH",
@@ -188,12 +191,23 @@ pub struct S3Config {
     pub region: String,
 }
 
+/// The PEM files of `CSS_HTTPS_CERT` and `CSS_HTTPS_KEY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Https {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub base_url: Url,
+    /// Serve TLS directly: the certificate chain and private key (PEM).
+    pub https: Option<Https>,
+    /// Reverse proxies whose `X-Forwarded-For/Host/Proto` are believed.
+    pub trusted_proxies: Vec<crate::outbound::Network>,
     pub root: PathBuf,
     pub database: DatabaseConfig,
     pub s3: Option<S3Config>,
@@ -341,6 +355,26 @@ impl Config {
             })
         })?;
         let port: u16 = p.value("port", "3000", parse_port)?;
+        let https = match (
+            p.optional("https_cert", parse_path)?,
+            p.optional("https_key", parse_path)?,
+        ) {
+            (Some(cert), Some(key)) => Some(Https { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "CSS_HTTPS_CERT and CSS_HTTPS_KEY go together: set both (PEM files of the certificate chain and its private key) to serve HTTPS, or neither".into(),
+                ));
+            }
+        };
+        let trusted_proxies = p.value("trusted_proxies", "", |v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(crate::outbound::Network::parse)
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let scheme = if https.is_some() { "https" } else { "http" };
         let base_url = match p.get("base_url") {
             Some(_) => {
                 let url = p.value("base_url", "", parse_base_url)?;
@@ -351,7 +385,7 @@ impl Config {
                 url
             }
             None => {
-                let url = Url::parse(&format!("http://localhost:{port}/")).expect("valid url");
+                let url = Url::parse(&format!("{scheme}://localhost:{port}/")).expect("valid url");
                 p.derived("base_url", url.to_string(), "port");
                 url
             }
@@ -508,6 +542,16 @@ impl Config {
                 })
         })?;
 
+        if https.is_some() && base_url.scheme() != "https" {
+            return Err(ConfigError(format!(
+                "CSS_HTTPS_CERT is set, so this node serves HTTPS, but the base URL {base_url} is not https: set CSS_BASE_URL to its https:// form"
+            )));
+        }
+        if https.is_some() && internal_port.is_none_or(|p| p == port) {
+            return Err(ConfigError(format!(
+                "CSS_HTTPS_CERT is set: also set CSS_INTERNAL_PORT to a port other than {port}, where the node answers plain HTTP for the command line (on 127.0.0.1 when it runs alone) and for the other nodes of a cluster"
+            )));
+        }
         if pod_subdomains
             && base_url
                 .host_str()
@@ -523,6 +567,8 @@ impl Config {
             host,
             port,
             base_url,
+            https,
+            trusted_proxies,
             root,
             database,
             s3,

@@ -6,12 +6,14 @@ pub mod account_html;
 pub mod admin;
 pub mod auth;
 pub mod cors;
+pub mod forwarded;
 pub mod interaction;
 pub mod migrate;
 pub mod oidc;
 pub mod pages;
 pub mod proxy;
 pub mod routing;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -120,6 +122,11 @@ pub fn router(app: Arc<App>) -> Router {
         // A proxied response keeps the owner's name.
         .layer(SetResponseHeaderLayer::if_not_present(SERVED_BY, served_by))
         .layer(axum::middleware::from_fn_with_state(app.clone(), count))
+        // First: who the client is and which host it asked for.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            forwarded::forwarded,
+        ))
         .with_state(app)
 }
 
@@ -163,12 +170,24 @@ async fn health(State(app): State<Arc<App>>) -> Response {
 pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
     crate::ldp::access::give_old_pods_an_acl(&app).await?;
     let addr = std::net::SocketAddr::new(app.config.host, app.config.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        StartupError(format!(
-            "cannot listen on {addr}: {e}; set CSS_PORT (or CSS_HOST) to a free address"
-        ))
-    })?;
-    tracing::info!(address = %addr, base_url = %app.config.base_url, "listening");
+    let tls = app.config.https.as_ref().map(tls::acceptor).transpose()?;
+    let listener = bind(addr, "CSS_PORT (or CSS_HOST)").await?;
+    // With HTTPS the command line and the other nodes use plain HTTP on the
+    // internal port (on loopback only when this node runs alone).
+    let internal = match (&tls, app.config.internal_port) {
+        (Some(_), Some(port)) => {
+            let host = match app.config.database {
+                crate::config::DatabaseConfig::Sqlite(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                _ => app.config.host,
+            };
+            let internal = std::net::SocketAddr::new(host, port);
+            let listener = bind(internal, "CSS_INTERNAL_PORT").await?;
+            tracing::info!(address = %internal, "listening for the command line and other nodes (plain HTTP)");
+            Some(listener)
+        }
+        _ => None,
+    };
+    tracing::info!(address = %addr, base_url = %app.config.base_url, tls = tls.is_some(), "listening");
     crate::systemd::notify(&format!(
         "READY=1\nSTATUS=serving {} on {addr}",
         app.config.base_url
@@ -241,22 +260,66 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         app.config.blob_gc_grace,
         app.config.blob_gc_interval,
     );
-    // Without TCP_NODELAY, small keep-alive responses wait on the client's
-    // delayed ACK (~40 ms each); see docs/benchmarks.md.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-        }
+    // One signal stops every listener; each lets its requests finish.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
     });
-    axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| StartupError(format!("server failed: {e}")))?;
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let service =
+        || router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let failed = |e: std::io::Error| StartupError(format!("server failed: {e}"));
+    let plain = |listener: tokio::net::TcpListener| {
+        // Without TCP_NODELAY, small keep-alive responses wait on the
+        // client's delayed ACK (~40 ms each); see docs/benchmarks.md.
+        axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    };
+    match tls {
+        Some(acceptor) => {
+            let public = tls::TlsListener::new(listener, acceptor)
+                .map_err(|e| StartupError(format!("cannot listen on {addr}: {e}")))?;
+            // (Tapped only so that requests see the client's address.)
+            let public = axum::serve::ListenerExt::tap_io(public, |_| {});
+            let public = axum::serve(public, service()).with_graceful_shutdown(stopped());
+            match internal {
+                Some(internal) => {
+                    let internal =
+                        axum::serve(plain(internal), service()).with_graceful_shutdown(stopped());
+                    let (a, b) = tokio::join!(public.into_future(), internal.into_future());
+                    a.and(b).map_err(failed)?;
+                }
+                None => public.await.map_err(failed)?,
+            }
+        }
+        None => axum::serve(plain(listener), service())
+            .with_graceful_shutdown(stopped())
+            .await
+            .map_err(failed)?,
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds a listening socket; the error names the setting to change.
+async fn bind(
+    addr: std::net::SocketAddr,
+    setting: &str,
+) -> Result<tokio::net::TcpListener, StartupError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        StartupError(format!(
+            "cannot listen on {addr}: {e}; set {setting} to a free address"
+        ))
+    })
 }
 
 async fn shutdown_signal() {
