@@ -499,13 +499,14 @@ fn nodes(config: &Config, command: NodesCommand) -> Result<ExitCode, Failure> {
                 if !status.is_success() {
                     return Err(fail("cannot list nodes", status, &json));
                 }
+                // The version shows how far a rolling upgrade has come.
                 println!(
-                    "{:<38} {:<22} {:<10} {:>5}  STORAGE",
-                    "NODE", "INTERNAL ADDRESS", "STATE", "PODS"
+                    "{:<38} {:<22} {:<10} {:<10} {:>5}  STORAGE",
+                    "NODE", "INTERNAL ADDRESS", "STATE", "VERSION", "PODS"
                 );
                 for n in json.as_array().into_iter().flatten() {
                     println!(
-                        "{:<38} {:<22} {:<10} {:>5}  {}",
+                        "{:<38} {:<22} {:<10} {:<10} {:>5}  {}",
                         n["nodeId"].as_str().unwrap_or_default(),
                         n["internalAddress"].as_str().unwrap_or_default(),
                         if n["reachable"].as_bool() == Some(true) {
@@ -513,6 +514,7 @@ fn nodes(config: &Config, command: NodesCommand) -> Result<ExitCode, Failure> {
                         } else {
                             "unreachable"
                         },
+                        n["version"].as_str().unwrap_or("-"),
                         n["pods"].as_u64().unwrap_or(0),
                         n["storageId"].as_str().unwrap_or("-"),
                     );

@@ -153,6 +153,14 @@ async fn any_node_answers_for_any_pod() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert_eq!(text.matches(" up ").count(), 3, "{text}");
+    // Each node's version, to follow a rolling upgrade.
+    assert!(text.lines().next().unwrap().contains("VERSION"), "{text}");
+    assert_eq!(
+        text.matches(&format!(" {} ", env!("CARGO_PKG_VERSION")))
+            .count(),
+        3,
+        "{text}"
+    );
 
     // A request that claims to come from B, for A, with a made-up signature.
     let forged_get = |nonce: &str| {
