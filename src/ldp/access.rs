@@ -309,13 +309,11 @@ impl<'a> Caller<'a> {
             .and_then(|v| v.to_str().ok())
             .map(wac::normalize_origin)
             .filter(|o| {
-                // The server's own pages and the pod's own origin are trusted.
-                let own = |url: &str| {
-                    url::Url::parse(url)
-                        .map(|u| u.origin().ascii_serialization() == *o)
-                        .unwrap_or(false)
-                };
-                !own(app.config.base_url.as_str()) && !own(&target.pod_url)
+                // The server's own pages and the pod's own origin are
+                // trusted (the base URL is parsed once, at start-up).
+                let pod_origin = url::Url::parse(&target.pod_url).ok().map(|u| u.origin());
+                app.config.base_url.origin().ascii_serialization() != *o
+                    && pod_origin.is_none_or(|p| p.ascii_serialization() != *o)
             });
         Caller {
             webid: credentials.agent().map(|a| a.webid.as_str()),
@@ -520,7 +518,7 @@ pub async fn authorize(
         )
         .with(
             header::WWW_AUTHENTICATE,
-            r#"DPoP algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA", Bearer scope="openid webid""#,
+            format!("DPoP algs=\"{}\"", crate::auth::jose::ALGORITHMS),
         ),
         _ => LdpError::new(
             status,
