@@ -22,12 +22,30 @@ pub fn is_root() -> bool {
 }
 
 /// A port that was free a moment ago on `host`.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up), so an
+/// outgoing connection's local port never takes one between this call and
+/// the server's bind, and a process-wide counter never hands the same port
+/// to two tests running at once.
 pub fn free_port(host: &str) -> u16 {
-    TcpListener::bind((host, 0))
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another; each starts somewhere else.
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + rand::random::<u32>() % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind((host, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {} on {host}", LOW + SPAN)
 }
 
 /// A throwaway PostgreSQL cluster: initdb + pg_ctl in a temp dir, on a free
