@@ -33,6 +33,9 @@ pub struct ConfigFlags {
     /// TOML configuration file [default: /etc/xpod/xpod.toml when present]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Environment file of NAME=value lines, as systemd reads it [default: /etc/xpod/xpod.env when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     /// Address to listen on (CSS_HOST)
     #[arg(long, global = true)]
     pub host: Option<String>,
@@ -79,6 +82,7 @@ impl ConfigFlags {
         }
         Overrides {
             config_file: self.config.clone(),
+            env_file: self.env_file.clone(),
             values,
         }
     }
@@ -294,7 +298,33 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Other(format!("cannot start the async runtime: {e}")))
 }
 
+/// Refuses to let root write into a root file path that belongs to another
+/// user (the packaged service's `xpod`): files root made there would stop
+/// the service from opening them.
+fn refuse_root_in_a_service_directory(config: &Config, command: &str) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(&config.root) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| meta.uid().to_string());
+    Err(Failure::Other(format!(
+        "{} belongs to the user {owner}, and files that root made there would lock that user's server out; run it as that user: runuser -u {owner} -- xpod {command}",
+        config.root.display()
+    )))
+}
+
 fn serve(config: Config) -> Result<ExitCode, Failure> {
+    refuse_root_in_a_service_directory(&config, "serve")?;
     runtime()?.block_on(async {
         let app = Arc::new(App::start(config).await?);
         crate::http::serve(app).await?;
@@ -440,6 +470,7 @@ fn cluster_join(config: &Config, import: bool) -> Result<ExitCode, Failure> {
             "set CSS_DATABASE_URL to the cluster's PostgreSQL database (and the CSS_MINIO_* settings of its bucket, if it has one)".into(),
         ));
     }
+    refuse_root_in_a_service_directory(config, "cluster join --import")?;
     runtime()?.block_on(async {
         // Offline only: a running node would keep writing to the old database.
         let health = local_url(config, crate::http::HEALTH_PATH);

@@ -16,6 +16,11 @@ use url::Url;
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/xpod/xpod.toml";
 
+/// The environment file the packaged service gets (`EnvironmentFile=` in
+/// `systemd/xpod.service`). Every command reads it when it exists, so the
+/// command line sees the settings the service runs with.
+pub const DEFAULT_ENV_FILE: &str = "/etc/xpod/xpod.env";
+
 /// A configuration problem. Its message is one line that names the setting
 /// and says what it accepts; `main` prints it and exits with status 2.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,8 @@ pub enum Source {
     /// A default computed from other settings (the text says from which).
     Derived(&'static str),
     File(PathBuf),
+    /// A `NAME=value` line of an environment file (`/etc/xpod/xpod.env`).
+    EnvironmentFile(String, PathBuf),
     Env(String),
     EnvFile(String, PathBuf),
     Flag(&'static str),
@@ -59,6 +66,7 @@ impl Source {
         match self {
             Source::Default | Source::Derived(_) => format!("default {key}"),
             Source::File(path) => format!("{key} in {}", path.display()),
+            Source::EnvironmentFile(var, path) => format!("{var} in {}", path.display()),
             Source::Env(var) => var.clone(),
             Source::EnvFile(var, _) => var.clone(),
             Source::Flag(flag) => flag.to_string(),
@@ -72,6 +80,7 @@ impl fmt::Display for Source {
             Source::Default => f.write_str("default"),
             Source::Derived(from) => write!(f, "default, from {from}"),
             Source::File(path) => write!(f, "file {}", path.display()),
+            Source::EnvironmentFile(var, path) => write!(f, "{var} in {}", path.display()),
             Source::Env(var) => write!(f, "environment {var}"),
             Source::EnvFile(var, path) => write!(f, "environment {var} (file {})", path.display()),
             Source::Flag(flag) => write!(f, "flag {flag}"),
@@ -169,6 +178,8 @@ pub fn known_variables() -> impl Iterator<Item = (&'static str, &'static str, bo
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub config_file: Option<PathBuf>,
+    /// The environment file to read instead of `/etc/xpod/xpod.env`.
+    pub env_file: Option<PathBuf>,
     pub values: Vec<(&'static str, String)>,
 }
 
@@ -284,38 +295,38 @@ impl Config {
             read_file_layer(path, &mut raw)?;
         }
 
-        // Layer 3: the environment, with `*_FILE` for secrets.
-        let mut unknown_env = Vec::new();
-        for (name, value) in env {
-            if let Some(s) = SETTINGS.iter().find(|s| s.env == name) {
-                raw.insert(s.key, (value.clone(), Source::Env(name.clone())));
-            } else if let Some(s) = name
-                .strip_suffix("_FILE")
-                .and_then(|base| SETTINGS.iter().find(|s| s.env == base && s.secret))
-            {
-                let path = PathBuf::from(value);
-                let content = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError(format!(
-                        "{name}: cannot read {}: {e}; point it at a readable file holding the secret",
-                        path.display()
-                    ))
-                })?;
-                let content = content.trim_end_matches(['\n', '\r']).to_string();
-                // A plain variable set at the same time wins over nothing: refuse ambiguity.
-                if env.iter().any(|(n, _)| n == s.env) {
-                    return Err(ConfigError(format!(
-                        "both {} and {name} are set; set only one of them",
-                        s.env
-                    )));
-                }
-                raw.insert(s.key, (content, Source::EnvFile(name.clone(), path)));
-            } else if name.starts_with("CSS_") {
-                unknown_env.push(name.clone());
+        // Layer 3: the environment file, for every variable the process
+        // environment does not set itself (under systemd both hold the same).
+        let (env_file, packaged) = match &overrides.env_file {
+            Some(path) => (Some(path.clone()), false),
+            // Under systemd the service manager has read it already, as
+            // root: the service's user may not be allowed to.
+            None if env.iter().any(|(n, _)| n == "INVOCATION_ID") => (None, false),
+            None => {
+                let path = PathBuf::from(DEFAULT_ENV_FILE);
+                let found = path.exists();
+                (found.then_some(path), found)
             }
+        };
+        let mut unknown_env = Vec::new();
+        if let Some(path) = &env_file {
+            for (name, value) in read_env_file(path)? {
+                if env.iter().any(|(n, _)| *n == name) {
+                    continue;
+                }
+                let source = Source::EnvironmentFile(name.clone(), path.clone());
+                take_variable(&mut raw, &mut unknown_env, env, &name, &value, source)?;
+            }
+        }
+
+        // Layer 4: the environment, with `*_FILE` for secrets.
+        for (name, value) in env {
+            let source = Source::Env(name.clone());
+            take_variable(&mut raw, &mut unknown_env, env, name, value, source)?;
         }
         unknown_env.sort();
 
-        // Layer 4: flags.
+        // Layer 5: flags.
         for (key, value) in &overrides.values {
             let s = SETTINGS
                 .iter()
@@ -327,13 +338,14 @@ impl Config {
             );
         }
 
-        Self::build(raw, unknown_env, env)
+        Self::build(raw, unknown_env, env, packaged)
     }
 
     fn build(
         mut raw: BTreeMap<&'static str, (String, Source)>,
         unknown_env: Vec<String>,
         env: &[(String, String)],
+        packaged: bool,
     ) -> Result<Config, ConfigError> {
         let env_get = |name: &str| {
             env.iter()
@@ -393,7 +405,7 @@ impl Config {
         let root = match p.get("root_file_path") {
             Some(_) => p.value("root_file_path", "", parse_path)?,
             None => {
-                let (root, from) = default_root(&env_get);
+                let (root, from) = default_root(&env_get, packaged);
                 p.derived("root_file_path", root.display().to_string(), from);
                 root
             }
@@ -455,7 +467,7 @@ impl Config {
         let cache_path = match p.get("cache_path") {
             Some(_) => p.value("cache_path", "", parse_path)?,
             None => {
-                let (path, from) = default_cache(&env_get, &root);
+                let (path, from) = default_cache(&env_get, &root, packaged);
                 p.derived("cache_path", path.display().to_string(), from);
                 path
             }
@@ -733,6 +745,95 @@ impl Parsed<'_> {
     }
 }
 
+/// Takes one environment variable (from the process or the environment
+/// file) into `raw`: a setting, a secret's `*_FILE`, or an unknown `CSS_*`.
+fn take_variable(
+    raw: &mut BTreeMap<&'static str, (String, Source)>,
+    unknown_env: &mut Vec<String>,
+    env: &[(String, String)],
+    name: &str,
+    value: &str,
+    source: Source,
+) -> Result<(), ConfigError> {
+    if let Some(s) = SETTINGS.iter().find(|s| s.env == name) {
+        raw.insert(s.key, (value.to_string(), source));
+    } else if let Some(s) = name
+        .strip_suffix("_FILE")
+        .and_then(|base| SETTINGS.iter().find(|s| s.env == base && s.secret))
+    {
+        let path = PathBuf::from(value);
+        let content = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError(format!(
+                "{name}: cannot read {}: {e}; point it at a readable file holding the secret",
+                path.display()
+            ))
+        })?;
+        let content = content.trim_end_matches(['\n', '\r']).to_string();
+        // A plain variable set at the same time wins over nothing: refuse ambiguity.
+        if env.iter().any(|(n, _)| n == s.env) {
+            return Err(ConfigError(format!(
+                "both {} and {name} are set; set only one of them",
+                s.env
+            )));
+        }
+        let source = match source {
+            Source::EnvironmentFile(_, file) => Source::EnvironmentFile(name.to_string(), file),
+            _ => Source::EnvFile(name.to_string(), path),
+        };
+        raw.insert(s.key, (content, source));
+    } else if name.starts_with("CSS_") {
+        unknown_env.push(name.to_string());
+    }
+    Ok(())
+}
+
+/// Reads an environment file as systemd's `EnvironmentFile=` does: one
+/// `NAME=value` a line, `#` and `;` start comments, a value may be quoted.
+fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read environment file {}: {e}; run the command as root or as the xpod user, or fix the file",
+            path.display()
+        ))
+    })?;
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(ConfigError(format!(
+                "environment file {} line {}: expected NAME=value, found {line:?}",
+                path.display(),
+                n + 1
+            )));
+        };
+        let name = name.trim();
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ConfigError(format!(
+                "environment file {} line {}: {name:?} is not a variable name",
+                path.display(),
+                n + 1
+            )));
+        }
+        let value = value.trim();
+        let value = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(open, close)| {
+                value
+                    .strip_prefix(*open)
+                    .and_then(|v| v.strip_suffix(*close))
+            })
+            .unwrap_or(value);
+        vars.push((name.to_string(), value.to_string()));
+    }
+    Ok(vars)
+}
+
 fn read_file_layer(
     path: &Path,
     raw: &mut BTreeMap<&'static str, (String, Source)>,
@@ -782,7 +883,7 @@ fn read_file_layer(
 }
 
 /// The root file path when none is configured.
-fn default_root(env: &dyn Fn(&str) -> Option<String>) -> (PathBuf, &'static str) {
+fn default_root(env: &dyn Fn(&str) -> Option<String>, packaged: bool) -> (PathBuf, &'static str) {
     // systemd's StateDirectory= sets STATE_DIRECTORY (colon-separated if several).
     if let Some(dirs) = env("STATE_DIRECTORY") {
         let first = dirs.split(':').next().unwrap_or_default();
@@ -791,6 +892,10 @@ fn default_root(env: &dyn Fn(&str) -> Option<String>) -> (PathBuf, &'static str)
     if env("INVOCATION_ID").is_some() {
         // Under systemd without StateDirectory=.
         return (PathBuf::from("/var/lib/xpod"), "systemd service");
+    }
+    if packaged {
+        // The command line on a packaged box: the service's StateDirectory.
+        return (PathBuf::from("/var/lib/xpod"), "packaged install");
     }
     if let Some(home) = env("HOME") {
         // The `directories` crate's data directory, computed from the environment we were given.
@@ -806,10 +911,18 @@ fn default_root(env: &dyn Fn(&str) -> Option<String>) -> (PathBuf, &'static str)
     }
 }
 
-fn default_cache(env: &dyn Fn(&str) -> Option<String>, root: &Path) -> (PathBuf, &'static str) {
+fn default_cache(
+    env: &dyn Fn(&str) -> Option<String>,
+    root: &Path,
+    packaged: bool,
+) -> (PathBuf, &'static str) {
     if let Some(dirs) = env("CACHE_DIRECTORY") {
         let first = dirs.split(':').next().unwrap_or_default();
         return (PathBuf::from(first), "$CACHE_DIRECTORY");
+    }
+    if packaged && env("STATE_DIRECTORY").is_none() {
+        // The command line on a packaged box: the service's CacheDirectory.
+        return (PathBuf::from("/var/cache/xpod"), "packaged install");
     }
     (root.join("cache"), "root_file_path")
 }
@@ -991,6 +1104,7 @@ mod tests {
     fn no_file() -> Overrides {
         Overrides {
             config_file: Some(PathBuf::from("/dev/null")),
+            env_file: Some(PathBuf::from("/dev/null")),
             values: vec![],
         }
     }
@@ -1008,6 +1122,75 @@ mod tests {
         );
         assert!(c.pod_routing_enabled);
         assert!(!c.pod_subdomains);
+    }
+
+    #[test]
+    fn the_environment_file_sits_between_the_toml_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("xpod.toml");
+        std::fs::write(&toml, "port = 4000\nhost = \"127.0.0.1\"\n").unwrap();
+        let secret = dir.path().join("admin.secret");
+        std::fs::write(&secret, "from-a-file-0123456789\n").unwrap();
+        let file = dir.path().join("xpod.env");
+        std::fs::write(
+            &file,
+            format!(
+                "# comment\n; another\n\nCSS_PORT=4100\nCSS_BASE_URL=\"https://pods.example/\"\n\
+                 CSS_LOG_LEVEL='debug'\nCSS_ADMIN_TOKEN_FILE={}\nRUST_BACKTRACE=1\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let o = Overrides {
+            config_file: Some(toml),
+            env_file: Some(file.clone()),
+            values: vec![],
+        };
+        let c = Config::from_parts(&o, &env(&[("HOME", "/h"), ("CSS_LOG_LEVEL", "warn")])).unwrap();
+        assert_eq!(c.port, 4100, "the environment file beats the TOML file");
+        assert_eq!(
+            c.host.to_string(),
+            "127.0.0.1",
+            "the TOML file still counts"
+        );
+        assert_eq!(
+            c.base_url.as_str(),
+            "https://pods.example/",
+            "quotes removed"
+        );
+        assert_eq!(c.log_level, "warn", "the environment beats the file");
+        assert_eq!(
+            c.admin_token.as_ref().map(Secret::expose),
+            Some("from-a-file-0123456789")
+        );
+        let port = c.report.iter().find(|l| l.env == "CSS_PORT").unwrap();
+        assert_eq!(
+            port.source.to_string(),
+            format!("CSS_PORT in {}", file.display())
+        );
+        // Not the default file: no packaged-install defaults.
+        assert_eq!(c.root, PathBuf::from("/h/.local/share/xpod"));
+
+        std::fs::write(&file, "CSS_PORT=1\nthis line is wrong\n").unwrap();
+        let e = Config::from_parts(&o, &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("line 2: expected NAME=value"), "{e}");
+        std::fs::write(&file, "CSS PORT=1\n").unwrap();
+        let e = Config::from_parts(&o, &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("is not a variable name"), "{e}");
+        std::fs::write(&file, "CSS_PROT=1\n").unwrap();
+        let c = Config::from_parts(&o, &env(&[("HOME", "/h")])).unwrap();
+        assert!(
+            c.warnings().iter().any(|w| w.contains("CSS_PROT")),
+            "an unknown variable in the file is reported like one in the environment"
+        );
+        let missing = Overrides {
+            env_file: Some(dir.path().join("absent.env")),
+            ..o
+        };
+        let e = Config::from_parts(&missing, &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read environment file"), "{e}");
     }
 
     #[test]
@@ -1031,6 +1214,7 @@ mod tests {
         .unwrap();
         let mut o = Overrides {
             config_file: Some(file.clone()),
+            env_file: Some(PathBuf::from("/dev/null")),
             values: vec![],
         };
         let c = Config::from_parts(&o, &env(&[("HOME", "/h"), ("CSS_PORT", "5000")])).unwrap();

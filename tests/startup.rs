@@ -258,6 +258,40 @@ fn wrong_configuration_exits_with_one_clear_line() {
 }
 
 #[test]
+fn root_does_not_write_into_a_directory_that_belongs_to_the_service_user() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        support::is_root(),
+        "this test runs the server as root and must run as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    std::fs::create_dir(&root).unwrap();
+    // `nobody` stands for the packaged service's `xpod` user.
+    let chowned = std::process::Command::new("chown")
+        .args(["65534:65534"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(chowned.success());
+    let out = xpod(
+        &[("CSS_ROOT_FILE_PATH", root.to_str().unwrap())],
+        &["serve", "--port", "1"],
+    );
+    assert_one_line_error(
+        &out,
+        1,
+        "run it as that user: runuser -u nobody -- xpod serve",
+    );
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "nothing was created"
+    );
+    assert_eq!(std::fs::metadata(&root).unwrap().uid(), 65534);
+}
+
+#[test]
 fn a_corrupt_node_id_is_refused_not_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
