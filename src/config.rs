@@ -1332,4 +1332,97 @@ mod docs_tests {
             }
         }
     }
+
+    /// packaging/xpod.env (installed as /etc/xpod/xpod.env) lists every
+    /// variable as a commented line, and names no variable that does not
+    /// exist: a new setting must be documented there too.
+    #[test]
+    fn the_packaged_environment_file_lists_every_variable() {
+        let file = include_str!("../packaging/xpod.env");
+        let known = |name: &str| {
+            super::known_variables().any(|(env, _, secret)| {
+                env == name || (secret && name.strip_suffix("_FILE") == Some(env))
+            })
+        };
+        for (env, _, _) in super::known_variables() {
+            let line = format!("\n#{env}=");
+            assert!(
+                file.contains(&line),
+                "packaging/xpod.env lacks the commented line #{env}= (with a comment above it from docs/configuration.md)"
+            );
+            let at = file.find(&line).unwrap();
+            let before = file[..at].lines().last().unwrap_or_default();
+            assert!(
+                before.starts_with("# "),
+                "packaging/xpod.env: #{env}= needs a one-line explanation above it"
+            );
+        }
+        for line in file.lines() {
+            // Nothing is set: the package's defaults are xpod's own.
+            assert!(
+                line.is_empty() || line.starts_with('#'),
+                "packaging/xpod.env sets a value: {line}"
+            );
+            let mut rest = line;
+            while let Some(at) = rest.find("CSS_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                assert!(
+                    known(&name),
+                    "packaging/xpod.env names unknown variable {name}"
+                );
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
+
+    /// packaging/xpod.toml (installed as /etc/xpod/xpod.toml) loads as it is,
+    /// all comments, and its commented examples are valid keys and values.
+    #[test]
+    fn the_packaged_configuration_file_loads_with_and_without_its_examples() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            let file = dir.path().join("xpod.toml");
+            std::fs::write(&file, text).unwrap();
+            let overrides = super::Overrides {
+                config_file: Some(file),
+                values: vec![],
+            };
+            let env = [
+                ("HOME", "/home/ann"),
+                ("CSS_MINIO_ACCESS_KEY", "access"),
+                ("CSS_MINIO_SECRET_KEY", "secret-key"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+            super::Config::from_parts(&overrides, &env)
+        };
+        let file = include_str!("../packaging/xpod.toml");
+        let c = load(file).expect("the packaged xpod.toml loads");
+        assert!(
+            c.report
+                .iter()
+                .all(|l| !matches!(l.source, super::Source::File(_))),
+            "the packaged xpod.toml sets nothing"
+        );
+        let examples: String = file
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(examples.lines().count() >= 10, "{examples}");
+        let c = load(&examples)
+            .unwrap_or_else(|e| panic!("packaging/xpod.toml's examples, uncommented: {e}"));
+        let from_file = c
+            .report
+            .iter()
+            .filter(|l| matches!(l.source, super::Source::File(_)))
+            .count();
+        assert_eq!(from_file, examples.lines().count(), "{examples}");
+    }
 }

@@ -1,0 +1,9 @@
+# xpod %pre: the system user, before the files it owns land.
+if ! getent group xpod >/dev/null; then
+    groupadd --system xpod
+fi
+if ! getent passwd xpod >/dev/null; then
+    useradd --system --gid xpod --home-dir /var/lib/xpod --no-create-home \
+        --shell /sbin/nologin --comment "xpod Solid pod server" xpod
+fi
+exit 0
