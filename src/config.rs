@@ -1378,6 +1378,48 @@ mod docs_tests {
         }
     }
 
+    /// Uncommenting the variables of packaging/xpod.env as shipped (their
+    /// defaults) gives the same configuration as the empty file.
+    #[test]
+    fn the_packaged_environment_file_loads_with_its_lines_uncommented() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = include_str!("../packaging/xpod.env")
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(v) if v.starts_with("CSS_") || v.starts_with("POD_IP") => v,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file = dir.path().join("xpod.env");
+        std::fs::write(&file, &text).unwrap();
+        let load = |env_file: &std::path::Path| {
+            let overrides = super::Overrides {
+                config_file: Some(std::path::PathBuf::from("/dev/null")),
+                env_file: Some(env_file.to_path_buf()),
+                values: vec![],
+            };
+            let env = [("HOME", "/home/ann")].map(|(k, v)| (k.to_string(), v.to_string()));
+            super::Config::from_parts(&overrides, &env)
+        };
+        let uncommented = load(&file).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let empty = load(std::path::Path::new("/dev/null")).unwrap();
+        let shown = |c: &super::Config| -> Vec<(String, Option<String>)> {
+            c.report
+                .iter()
+                // Shown only when set while S3 is off; used only with S3.
+                .filter(|l| l.env != "CSS_MINIO_REGION")
+                .map(|l| (l.env.to_string(), l.shown.clone()))
+                .collect()
+        };
+        assert_eq!(shown(&uncommented), shown(&empty));
+        assert!(
+            uncommented.warnings().is_empty(),
+            "{:?}",
+            uncommented.warnings()
+        );
+    }
+
     /// packaging/xpod.toml (installed as /etc/xpod/xpod.toml) loads as it is,
     /// all comments, and its commented examples are valid keys and values.
     #[test]
@@ -1388,6 +1430,7 @@ mod docs_tests {
             std::fs::write(&file, text).unwrap();
             let overrides = super::Overrides {
                 config_file: Some(file),
+                env_file: Some(std::path::PathBuf::from("/dev/null")),
                 values: vec![],
             };
             let env = [
