@@ -1,4 +1,5 @@
-//! The command line: `serve`, `config`, `healthcheck`, `node info`.
+//! The command line: `serve`, `config`, `healthcheck`, `node info`,
+//! `self-update` and the administrator commands.
 //!
 //! Configuration flags are global, so `xpod --port 4000 config` and
 //! `xpod serve --port 4000` mean the same. Exit status: 0 on success, 1 when
@@ -119,6 +120,22 @@ pub enum Command {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Install the latest signed release (as root, from a shell; the service
+    /// never updates itself). Packaged installs upgrade through dpkg or rpm.
+    SelfUpdate {
+        /// Only say what would be installed, and how; change nothing
+        #[arg(long)]
+        check: bool,
+        /// Install this version instead of the latest
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Allow installing a version older than this one
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// The release manifest URL or s3://<bucket>/<prefix> (CSS_UPDATE_SOURCE)
+        #[arg(long, value_name = "URL")]
+        source: Option<String>,
     },
 }
 
@@ -253,7 +270,15 @@ pub fn run() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
-    let config = Config::load(&cli.flags.overrides())?;
+    let mut overrides = cli.flags.overrides();
+    if let Command::SelfUpdate {
+        source: Some(source),
+        ..
+    } = &cli.command
+    {
+        overrides.values.push(("update_source", source.clone()));
+    }
+    let config = Config::load(&overrides)?;
     init_logging(&config);
     for warning in config.warnings() {
         tracing::warn!("{warning}");
@@ -276,6 +301,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Cluster {
             command: ClusterCommand::Join { import },
         } => cluster_join(&config, import),
+        Command::SelfUpdate {
+            check,
+            to,
+            allow_downgrade,
+            source: _,
+        } => {
+            let options = crate::update::Options {
+                check,
+                to,
+                allow_downgrade,
+            };
+            runtime()?
+                .block_on(crate::update::run(&config, &options))
+                .map_err(|e| Failure::Other(e.0))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

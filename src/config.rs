@@ -166,6 +166,8 @@ const SETTINGS: &[Setting] = &[
     secret("admin_token", "CSS_ADMIN_TOKEN"),
     secret("secret_key", "CSS_SECRET_KEY"),
     setting("log_level", "CSS_LOG_LEVEL", Some("--log-level")),
+    setting("update_source", "CSS_UPDATE_SOURCE", Some("--source")),
+    setting("update_keys_dir", "CSS_UPDATE_KEYS_DIR", None),
 ];
 
 /// Every environment variable xpod reads, with its TOML key and whether it
@@ -201,6 +203,32 @@ pub struct S3Config {
     pub secret_key: Secret,
     pub region: String,
 }
+
+/// Where `xpod self-update` finds releases (`CSS_UPDATE_SOURCE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseSource {
+    /// The URL of a release manifest; its signature is at the same URL plus `.sig`.
+    Manifest(Url),
+    /// `s3://<bucket>/<prefix>`: `<prefix>/manifest.json` in a bucket of the
+    /// S3 server configured by `CSS_MINIO_*` (the cluster's own, usually).
+    S3 { bucket: String, prefix: String },
+}
+
+impl fmt::Display for ReleaseSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReleaseSource::Manifest(url) => write!(f, "{url}"),
+            ReleaseSource::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            ReleaseSource::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// The release manifest this build was made to follow, if the build set one.
+pub const BUILT_IN_RELEASE_SOURCE: Option<&str> = option_env!("XPOD_RELEASE_MANIFEST_URL");
+
+/// The directory of administrator-installed release keys, by default.
+pub const DEFAULT_UPDATE_KEYS_DIR: &str = "/etc/xpod/update-keys";
 
 /// The PEM files of `CSS_HTTPS_CERT` and `CSS_HTTPS_KEY`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +281,11 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub secret_key: Option<Secret>,
     pub log_level: String,
+    /// Where `xpod self-update` looks for releases; `None` when neither
+    /// `CSS_UPDATE_SOURCE` nor the build names one.
+    pub update_source: Option<ReleaseSource>,
+    /// Release public keys an administrator trusts, besides the built-in one.
+    pub update_keys_dir: PathBuf,
     /// Where each value came from, for `xpod config`.
     pub report: Vec<ReportLine>,
     /// `CSS_*` variables that name no setting.
@@ -554,6 +587,14 @@ impl Config {
                 })
         })?;
 
+        let update_source = match (p.get("update_source"), BUILT_IN_RELEASE_SOURCE) {
+            (None, Some(built_in)) => {
+                Some(p.value("update_source", built_in, parse_release_source)?)
+            }
+            _ => p.optional("update_source", parse_release_source)?,
+        };
+        let update_keys_dir = p.value("update_keys_dir", DEFAULT_UPDATE_KEYS_DIR, parse_path)?;
+
         if https.is_some() && base_url.scheme() != "https" {
             return Err(ConfigError(format!(
                 "CSS_HTTPS_CERT is set, so this node serves HTTPS, but the base URL {base_url} is not https: set CSS_BASE_URL to its https:// form"
@@ -607,6 +648,8 @@ impl Config {
             admin_token,
             secret_key,
             log_level,
+            update_source,
+            update_keys_dir,
             report,
             unknown_env,
         })
@@ -1001,6 +1044,32 @@ fn parse_bucket(v: &str) -> Result<String, String> {
     }
 }
 
+fn parse_release_source(v: &str) -> Result<ReleaseSource, String> {
+    const HELP: &str = "expected the URL of a release manifest (https://…/manifest.json) or s3://<bucket>/<prefix>";
+    if let Some(rest) = v.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket = parse_bucket(bucket).map_err(|e| format!("{HELP}: {e}"))?;
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|s| s == "." || s == "..") || prefix.contains("//") {
+            return Err(format!("{HELP}: the prefix has an empty, . or .. segment"));
+        }
+        return Ok(ReleaseSource::S3 {
+            bucket,
+            prefix: prefix.to_string(),
+        });
+    }
+    let url = Url::parse(v).map_err(|e| format!("{HELP} ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(HELP.into());
+    }
+    if url.path().ends_with('/') {
+        return Err(format!(
+            "{HELP}: this URL names a directory; add the manifest's file name, such as manifest.json"
+        ));
+    }
+    Ok(ReleaseSource::Manifest(url))
+}
+
 /// Parses a size such as `50GB`, `512MiB`, `1024` (bytes) or `1.5G`.
 /// Decimal units (kB, MB, GB, TB) are powers of 1000, binary ones (KiB, MiB,
 /// GiB, TiB, and the bare K, M, G, T) powers of 1024.
@@ -1289,6 +1358,45 @@ mod tests {
         assert!(!format!("{c:?}").contains("abcdefghij"));
         let line = c.report.iter().find(|l| l.key == "admin_token").unwrap();
         assert_eq!(line.shown.as_deref(), Some("[redacted]"));
+    }
+
+    #[test]
+    fn release_sources_are_manifest_urls_or_s3_prefixes() {
+        let parsed = |v: &str| {
+            Config::from_parts(&no_file(), &env(&[("CSS_UPDATE_SOURCE", v)]))
+                .map(|c| c.update_source.unwrap())
+        };
+        assert_eq!(
+            parsed("https://releases.example/xpod/manifest.json").unwrap(),
+            ReleaseSource::Manifest(
+                Url::parse("https://releases.example/xpod/manifest.json").unwrap()
+            )
+        );
+        assert_eq!(
+            parsed("s3://xpod-releases/stable/").unwrap(),
+            ReleaseSource::S3 {
+                bucket: "xpod-releases".into(),
+                prefix: "stable".into()
+            }
+        );
+        assert_eq!(
+            parsed("s3://xpod-releases").unwrap().to_string(),
+            "s3://xpod-releases"
+        );
+        for bad in [
+            "ftp://x/manifest.json",
+            "https://releases.example/",
+            "s3://B/x",
+            "s3://ok-bucket/a/../b",
+        ] {
+            let err = parsed(bad).unwrap_err();
+            assert!(err.0.starts_with("CSS_UPDATE_SOURCE="), "{bad}: {}", err.0);
+        }
+        let c = Config::from_parts(&no_file(), &env(&[])).unwrap();
+        assert_eq!(c.update_keys_dir, PathBuf::from("/etc/xpod/update-keys"));
+        if BUILT_IN_RELEASE_SOURCE.is_none() {
+            assert_eq!(c.update_source, None);
+        }
     }
 
     #[test]

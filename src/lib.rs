@@ -9,6 +9,8 @@
 //!   hub that feeds connected WebSockets from the outbox.
 //! - [`walk`]: the container-walking migrator: copies a container tree
 //!   between any two Solid servers over LDP, with resume and verification.
+//! - [`update`]: `xpod self-update`: signed release manifests, verified
+//!   downloads, install through dpkg/rpm or an atomic binary swap.
 //! - [`app`]: the composition root; [`app::App`] owns everything below.
 //! - [`pod`]: pod names and canonical base URLs.
 //! - [`idp`]: xpod's own identity provider: accounts, signing keys, access
@@ -47,4 +49,5 @@ pub mod outbound;
 pub mod pod;
 pub mod rdf;
 pub mod systemd;
+pub mod update;
 pub mod walk;
