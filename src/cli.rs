@@ -347,21 +347,24 @@ fn refuse_root_in_a_service_directory(config: &Config, command: &str) -> Result<
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    let Ok(meta) = std::fs::metadata(&config.root) else {
-        return Ok(());
-    };
-    if meta.uid() == 0 {
-        return Ok(());
+    for dir in [&config.root, &config.cache_path] {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        if meta.uid() == 0 {
+            continue;
+        }
+        let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| meta.uid().to_string());
+        return Err(Failure::Other(format!(
+            "{} belongs to the user {owner}, and files that root made there would lock that user's server out; run it as that user: runuser -u {owner} -- xpod {command}",
+            dir.display()
+        )));
     }
-    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| meta.uid().to_string());
-    Err(Failure::Other(format!(
-        "{} belongs to the user {owner}, and files that root made there would lock that user's server out; run it as that user: runuser -u {owner} -- xpod {command}",
-        config.root.display()
-    )))
+    Ok(())
 }
 
 fn serve(config: Config) -> Result<ExitCode, Failure> {

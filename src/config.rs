@@ -332,9 +332,10 @@ impl Config {
         // environment does not set itself (under systemd both hold the same).
         let (env_file, packaged) = match &overrides.env_file {
             Some(path) => (Some(path.clone()), false),
-            // Under systemd the service manager has read it already, as
-            // root: the service's user may not be allowed to.
-            None if env.iter().any(|(n, _)| n == "INVOCATION_ID") => (None, false),
+            // The service (the unit's StateDirectory= is set): systemd has
+            // read the file already, as root, and its user may not be
+            // allowed to. Other units' commands (a backup timer) read it.
+            None if env.iter().any(|(n, _)| n == "STATE_DIRECTORY") => (None, false),
             None => {
                 let path = PathBuf::from(DEFAULT_ENV_FILE);
                 let found = path.exists();
@@ -863,18 +864,33 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
                 n + 1
             )));
         }
-        let value = value.trim();
-        let value = [('"', '"'), ('\'', '\'')]
-            .iter()
-            .find_map(|(open, close)| {
-                value
-                    .strip_prefix(*open)
-                    .and_then(|v| v.strip_suffix(*close))
-            })
-            .unwrap_or(value);
+        let value = env_file_value(value.trim()).ok_or_else(|| {
+            ConfigError(format!(
+                "environment file {} line {}: the value of {name} has a backslash or a quote that does not enclose it, which systemd and xpod could read differently; write the value plainly or wholly in quotes (a secret with such characters can go in a file named by {name}_FILE)",
+                path.display(),
+                n + 1
+            ))
+        })?;
         vars.push((name.to_string(), value.to_string()));
     }
     Ok(vars)
+}
+
+/// A value as systemd reads it, when that reading is plain: wholly in
+/// single or double quotes, or unquoted, and without backslashes (systemd
+/// unescapes those, differently inside and outside quotes). `None` for
+/// anything else, so that the service and the command line never disagree.
+fn env_file_value(value: &str) -> Option<&str> {
+    if value.contains('\\') {
+        return None;
+    }
+    for quote in ['"', '\''] {
+        if value.starts_with(quote) {
+            let inner = value.strip_prefix(quote)?.strip_suffix(quote)?;
+            return (!inner.contains(quote)).then_some(inner);
+        }
+    }
+    Some(value)
 }
 
 fn read_file_layer(
@@ -1243,6 +1259,22 @@ mod tests {
         std::fs::write(&file, "CSS_PORT=1\nthis line is wrong\n").unwrap();
         let e = Config::from_parts(&o, &env(&[])).unwrap_err().to_string();
         assert!(e.contains("line 2: expected NAME=value"), "{e}");
+        for bad in [
+            "CSS_DATABASE_URL=postgres://u:p\\w@db/x",
+            "CSS_BASE_URL=\"https://pods.example/\" # comment",
+            "CSS_BASE_URL=\"https://pods.example/",
+            "CSS_BASE_URL='it's'",
+        ] {
+            std::fs::write(&file, format!("{bad}\n")).unwrap();
+            let e = Config::from_parts(&o, &env(&[])).unwrap_err().to_string();
+            assert!(e.contains("line 1: the value of CSS_"), "{bad}: {e}");
+        }
+        std::fs::write(&file, "CSS_LOG_LEVEL=xpod=debug,it's\n").unwrap();
+        let c = Config::from_parts(&o, &env(&[("HOME", "/h")])).unwrap();
+        assert_eq!(
+            c.log_level, "xpod=debug,it's",
+            "a quote inside a value is kept"
+        );
         std::fs::write(&file, "CSS PORT=1\n").unwrap();
         let e = Config::from_parts(&o, &env(&[])).unwrap_err().to_string();
         assert!(e.contains("is not a variable name"), "{e}");

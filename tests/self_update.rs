@@ -383,6 +383,40 @@ fn an_altered_manifest_is_refused() {
 }
 
 #[test]
+fn a_key_that_others_could_have_planted_is_not_trusted_by_root() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        support::is_root(),
+        "this test checks what root trusts and must run as root (CI does)"
+    );
+    let r = releases();
+    let installed = install();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("update-keys");
+    std::fs::create_dir(&keys).unwrap();
+    for entry in std::fs::read_dir(&r.keys).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, keys.join(path.file_name().unwrap())).unwrap();
+    }
+    let key = std::fs::read_dir(&keys)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let out = installed.self_update(&keys, &[], &["--source", &r.url("good")]);
+    assert_one_line_error(&out, 1, "must belong to root and be writable by root alone");
+    installed.assert_untouched();
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = installed.self_update(&keys, &[], &["--source", &r.url("good")]);
+    assert_one_line_error(&out, 1, "must belong to root and be writable by root alone");
+    installed.assert_untouched();
+}
+
+#[test]
 fn a_manifest_signed_by_an_untrusted_key_is_refused() {
     let r = releases();
     let installed = install();

@@ -1,4 +1,6 @@
-# xpod %pre: the system user, before the files it owns land.
+# xpod %pre: the system user, before the files it owns land. A failure
+# stops the install: the files would otherwise land owned by root.
+set -e
 if ! getent group xpod >/dev/null; then
     groupadd --system xpod
 fi

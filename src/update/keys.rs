@@ -26,6 +26,31 @@ pub struct TrustedKey {
 }
 
 /// The built-in key and those of `dir`.
+/// Run as root, a trusted key (and its directory) must be root's and
+/// writable by nobody else, as sshd's StrictModes asks of its files: else
+/// the service's own user could plant a key that root then trusts.
+fn only_root_may_change(path: &Path) -> Result<(), UpdateError> {
+    use std::os::unix::fs::MetadataExt;
+    if !crate::update::install::is_root() {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(path).map_err(|e| {
+        UpdateError(format!(
+            "cannot read {} ({e}); fix or remove it",
+            path.display()
+        ))
+    })?;
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(UpdateError(format!(
+            "{} is owned by uid {} with mode {:o}: a release key, and its directory, must belong to root and be writable by root alone (chown root: and chmod go-w it)",
+            path.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 pub fn trusted(dir: &Path) -> Result<Vec<TrustedKey>, UpdateError> {
     let mut keys = Vec::new();
     if let Some(text) = BUILT_IN_KEY.filter(|t| !t.trim().is_empty()) {
@@ -49,6 +74,9 @@ pub fn trusted(dir: &Path) -> Result<Vec<TrustedKey>, UpdateError> {
             )));
         }
     };
+    if entries.is_some() {
+        only_root_may_change(dir)?;
+    }
     let mut files: Vec<_> = entries
         .into_iter()
         .flatten()
@@ -58,6 +86,7 @@ pub fn trusted(dir: &Path) -> Result<Vec<TrustedKey>, UpdateError> {
         .collect();
     files.sort();
     for path in files {
+        only_root_may_change(&path)?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
             UpdateError(format!(
                 "cannot read release key {} ({e}); fix or remove it",

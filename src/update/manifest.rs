@@ -78,9 +78,12 @@ fn arch_name(kind: Kind, rust_arch: &'static str) -> &'static str {
 }
 
 /// Parses a version as the manifest and `--to` write it (`1.2.3`, `v1.2.3`).
+/// Build metadata (`+…`) is dropped: it does not make a release newer.
 pub fn parse_version(v: &str) -> Result<Version, String> {
-    Version::parse(v.trim().trim_start_matches('v'))
-        .map_err(|e| format!("{v:?} is not a version such as 1.2.3 ({e})"))
+    let mut version = Version::parse(v.trim().trim_start_matches('v'))
+        .map_err(|e| format!("{v:?} is not a version such as 1.2.3 ({e})"))?;
+    version.build = semver::BuildMetadata::EMPTY;
+    Ok(version)
 }
 
 impl Manifest {
@@ -108,10 +111,12 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// The release `--to` names, else the highest version.
+    /// The release `--to` names, else the highest version; pre-releases
+    /// (`1.2.0-rc.1`) only when `--to` names one or `current` is one.
     pub fn pick(
         &self,
         to: Option<&Version>,
+        current: &Version,
         source: &str,
     ) -> Result<(&Release, Version), UpdateError> {
         let mut versions: Vec<(&Release, Version)> = self
@@ -121,11 +126,15 @@ impl Manifest {
             .collect();
         versions.sort_by(|a, b| a.1.cmp(&b.1));
         match to {
-            None => versions.pop().ok_or_else(|| {
-                UpdateError(format!(
-                    "the release manifest at {source} lists no release; nothing to update to"
-                ))
-            }),
+            None => versions
+                .into_iter()
+                .rev()
+                .find(|(_, v)| v.pre.is_empty() || !current.pre.is_empty())
+                .ok_or_else(|| {
+                    UpdateError(format!(
+                        "the release manifest at {source} lists no release; nothing to update to"
+                    ))
+                }),
             Some(want) => {
                 let listed: Vec<String> = versions.iter().map(|(_, v)| v.to_string()).collect();
                 versions.into_iter().find(|(_, v)| v == want).ok_or_else(|| {
@@ -218,16 +227,45 @@ mod tests {
             ]}}"#
         ))
         .unwrap();
-        assert_eq!(m.pick(None, "t").unwrap().1.to_string(), "0.10.0");
+        let stable = parse_version("0.9.0").unwrap();
+        assert_eq!(m.pick(None, &stable, "t").unwrap().1.to_string(), "0.10.0");
         let v = parse_version("v0.9.1").unwrap();
-        assert_eq!(m.pick(Some(&v), "t").unwrap().0.version, "0.9.1");
+        assert_eq!(m.pick(Some(&v), &stable, "t").unwrap().0.version, "0.9.1");
         let err = m
-            .pick(Some(&parse_version("2.0.0").unwrap()), "t")
+            .pick(Some(&parse_version("2.0.0").unwrap()), &stable, "t")
             .unwrap_err();
         assert!(
             err.0.contains("it lists 0.9.1, 0.10.0-rc.1, 0.10.0"),
             "{}",
             err.0
+        );
+    }
+
+    #[test]
+    fn pre_releases_are_picked_only_when_asked_for_or_already_run() {
+        let m = manifest(
+            r#"{"releases":[
+                {"version":"0.9.0","artifacts":[]},
+                {"version":"0.10.0-rc.1","artifacts":[]},
+                {"version":"0.9.1+build.7","artifacts":[]}
+            ]}"#,
+        )
+        .unwrap();
+        let stable = parse_version("0.9.0").unwrap();
+        assert_eq!(m.pick(None, &stable, "t").unwrap().1.to_string(), "0.9.1");
+        let rc = parse_version("0.10.0-rc.1").unwrap();
+        assert_eq!(m.pick(Some(&rc), &stable, "t").unwrap().1, rc);
+        let beta = parse_version("0.10.0-beta.2").unwrap();
+        assert_eq!(m.pick(None, &beta, "t").unwrap().1, rc);
+        // Build metadata does not make a release newer, nor hide it from --to.
+        assert_eq!(
+            parse_version("0.9.1+other").unwrap(),
+            parse_version("0.9.1").unwrap()
+        );
+        let built = parse_version("0.9.1").unwrap();
+        assert_eq!(
+            m.pick(Some(&built), &stable, "t").unwrap().0.version,
+            "0.9.1+build.7"
         );
     }
 

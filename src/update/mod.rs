@@ -73,8 +73,8 @@ pub async fn run(config: &Config, options: &Options) -> Result<(), UpdateError> 
     let (manifest_bytes, signature) = fetcher.manifest().await?;
     let signer = keys::verify(&trusted, &manifest_bytes, &signature, &source_label)?;
     let manifest = Manifest::parse(&manifest_bytes, &source_label)?;
-    let (_, latest) = manifest.pick(None, &source_label)?;
-    let (release, target) = manifest.pick(to.as_ref(), &source_label)?;
+    let (_, latest) = manifest.pick(None, &current, &source_label)?;
+    let (release, target) = manifest.pick(to.as_ref(), &current, &source_label)?;
 
     println!("current version: {current} ({})", exe.display());
     println!(
@@ -126,6 +126,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<(), UpdateError> 
 
     let version = release.version.clone();
     let exe_for_install = exe.clone();
+    let packaged = !matches!(method, Method::Tarball);
     tokio::task::spawn_blocking(move || match &method {
         Method::Tarball => install::replace_from_tarball(&file, &version, &exe_for_install),
         package => install::install_package(package, &file, downgrade),
@@ -134,6 +135,14 @@ pub async fn run(config: &Config, options: &Options) -> Result<(), UpdateError> 
     .map_err(|e| UpdateError(format!("the install step failed: {e}")))??;
     drop(work);
     println!("installed xpod {target} at {}", exe.display());
-    println!("{}", install::restart_service(&exe, &target.to_string())?);
+    if packaged {
+        // The package's own scripts restart the service after an upgrade.
+        println!(
+            "the package's scripts restarted {}, if it runs",
+            install::SERVICE
+        );
+    } else {
+        println!("{}", install::restart_service(&exe, &target.to_string())?);
+    }
     Ok(())
 }
