@@ -3,14 +3,15 @@
 //! 1. Read the release manifest and its detached Ed25519 signature from the
 //!    release source (`CSS_UPDATE_SOURCE`: a manifest URL or an S3 prefix),
 //!    and accept it only if a trusted key ([`keys`]) signed those exact bytes.
-//! 2. Pick the release (`--to`, else the highest version); refuse a
-//!    downgrade unless asked.
+//! 2. Pick the release (`--to`, else the highest version, pre-releases only
+//!    when one runs already); refuse a downgrade unless asked.
 //! 3. Pick the artifact for how this binary was installed ([`install::detect`]:
 //!    dpkg, rpm, or a tarball) and this machine's architecture.
 //! 4. Download it to a temporary file, hashing on the way, and compare with
 //!    the manifest's SHA-256 before anything is replaced.
-//! 5. Install: the package manager for packages, an atomic rename for a
-//!    tarball install; then restart the service if systemd runs it.
+//! 5. Install: the package manager for packages (whose scripts restart the
+//!    service), an atomic rename for a tarball install (then restart the
+//!    service if systemd runs it from this binary).
 //!
 //! Every failure before step 5 leaves the installed binary untouched. The
 //! service never updates itself: an administrator runs this as root.
