@@ -417,6 +417,20 @@ fn a_key_that_others_could_have_planted_is_not_trusted_by_root() {
 }
 
 #[test]
+fn root_does_not_install_into_a_directory_others_may_write() {
+    assert!(
+        support::is_root(),
+        "this test checks what root installs and must run as root (CI does)"
+    );
+    let r = releases();
+    let installed = install();
+    std::fs::set_permissions(installed.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = installed.self_update(&r.keys, &[], &["--source", &r.url("good")]);
+    assert_one_line_error(&out, 1, "may be written by users other than root");
+    installed.assert_untouched();
+}
+
+#[test]
 fn a_manifest_signed_by_an_untrusted_key_is_refused() {
     let r = releases();
     let installed = install();

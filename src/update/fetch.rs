@@ -23,6 +23,9 @@ const MANIFEST: &str = "manifest.json";
 /// Bounds on what is read into memory: a manifest and its signature.
 const MANIFEST_MAX: usize = 4 * 1024 * 1024;
 const SIGNATURE_MAX: usize = 1024;
+/// The most an artifact may weigh when its manifest entry gives no size
+/// (`scripts/release` always gives one): a release is tens of megabytes.
+const ARTIFACT_MAX: u64 = 1024 * 1024 * 1024;
 
 /// Where a file of the release source is.
 enum Location {
@@ -124,6 +127,11 @@ impl Fetcher {
             if let Some(limit) = artifact.size.filter(|limit| size > *limit) {
                 return Err(UpdateError(format!(
                     "{label} is larger than the {limit} bytes the signed manifest states: the published file is not the released one; nothing was changed"
+                )));
+            }
+            if artifact.size.is_none() && size > ARTIFACT_MAX {
+                return Err(UpdateError(format!(
+                    "{label} is larger than {ARTIFACT_MAX} bytes and the manifest states no size: refusing it; ask the publisher to list sizes (scripts/release does); nothing was changed"
                 )));
             }
             hasher.update(&chunk);

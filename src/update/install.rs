@@ -119,6 +119,32 @@ pub fn preflight(method: &Method, exe: &Path) -> Result<(), UpdateError> {
         Method::Deb(_) | Method::Rpm(_) => Ok(()),
         Method::Tarball => {
             let dir = exe.parent().unwrap_or(Path::new("/"));
+            // Where a package manager keeps programs, a binary it does not
+            // own (or that it could not be asked about) is not ours to swap.
+            if ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+                .iter()
+                .any(|d| dir == Path::new(d))
+            {
+                return Err(UpdateError(format!(
+                    "{} is in a directory the package manager keeps, but neither dpkg nor rpm says it owns it: install xpod from its package, or put a tarball install elsewhere (such as /usr/local/bin)",
+                    exe.display()
+                )));
+            }
+            if is_root() {
+                use std::os::unix::fs::MetadataExt;
+                // Root would run and install a file that the directory's
+                // other writers could swap in between.
+                let meta = std::fs::metadata(dir)
+                    .map_err(|e| UpdateError(format!("cannot read {} ({e})", dir.display())))?;
+                if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+                    return Err(UpdateError(format!(
+                        "{} may be written by users other than root (owner uid {}, mode {:o}), so root will not install a program there: chown root: and chmod go-w it, or update as the user who owns it",
+                        dir.display(),
+                        meta.uid(),
+                        meta.mode() & 0o7777
+                    )));
+                }
+            }
             let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
                 .map_err(|_| UpdateError(format!("{} is not a usable path", dir.display())))?;
             // SAFETY: c_dir is a valid NUL-terminated string.
@@ -324,6 +350,14 @@ fn exec_start_path(text: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_binary_no_package_owns_in_the_package_managers_directories_is_left_alone() {
+        for exe in ["/usr/bin/xpod", "/usr/sbin/xpod", "/bin/xpod"] {
+            let err = preflight(&Method::Tarball, Path::new(exe)).unwrap_err();
+            assert!(err.0.contains("install xpod from its package"), "{}", err.0);
+        }
+    }
 
     #[test]
     fn dpkg_ownership_is_read_for_exactly_this_path() {
