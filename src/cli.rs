@@ -344,7 +344,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 /// the service from opening them.
 fn refuse_root_in_a_service_directory(config: &Config, command: &str) -> Result<(), Failure> {
     use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::geteuid().is_root() {
+    if !crate::update::install::is_root() {
         return Ok(());
     }
     for dir in [&config.root, &config.cache_path] {
@@ -387,15 +387,12 @@ fn print_config(config: &Config) {
 /// The address the CLI uses to reach the local server.
 pub fn local_url(config: &Config, path: &str) -> String {
     // With HTTPS, the node answers the command line in plain HTTP on its
-    // internal port (on loopback when it runs alone).
-    let (ip, port) = match (&config.https, config.internal_port, &config.database) {
-        (Some(_), Some(port), crate::config::DatabaseConfig::Sqlite(_)) => {
-            (std::net::Ipv4Addr::LOCALHOST.into(), port)
-        }
-        (Some(_), Some(port), _) => (config.host, port),
-        _ => (config.host, config.port),
-    };
-    let host = match ip {
+    // internal listener.
+    let addr = config
+        .internal_listen_addr()
+        .unwrap_or_else(|| std::net::SocketAddr::new(config.host, config.port));
+    let port = addr.port();
+    let host = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),

@@ -677,6 +677,18 @@ impl Config {
         }
     }
 
+    /// Where the plain-HTTP internal listener of an HTTPS node listens, for
+    /// the command line and the other nodes: on loopback when the node runs
+    /// alone (SQLite). `None` without HTTPS: the one port serves everyone.
+    pub fn internal_listen_addr(&self) -> Option<std::net::SocketAddr> {
+        let port = self.internal_port.filter(|_| self.https.is_some())?;
+        let host = match self.database {
+            DatabaseConfig::Sqlite(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            DatabaseConfig::Postgres(_) => self.host,
+        };
+        Some(std::net::SocketAddr::new(host, port))
+    }
+
     /// The node's canonical public host (for subdomain pods).
     pub fn base_host(&self) -> &str {
         self.base_url.host_str().unwrap_or("localhost")

@@ -174,13 +174,8 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
     let listener = bind(addr, "CSS_PORT (or CSS_HOST)").await?;
     // With HTTPS the command line and the other nodes use plain HTTP on the
     // internal port (on loopback only when this node runs alone).
-    let internal = match (&tls, app.config.internal_port) {
-        (Some(_), Some(port)) => {
-            let host = match app.config.database {
-                crate::config::DatabaseConfig::Sqlite(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                _ => app.config.host,
-            };
-            let internal = std::net::SocketAddr::new(host, port);
+    let internal = match app.config.internal_listen_addr() {
+        Some(internal) => {
             let listener = bind(internal, "CSS_INTERNAL_PORT").await?;
             tracing::info!(address = %internal, "listening for the command line and other nodes (plain HTTP)");
             Some(listener)

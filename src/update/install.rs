@@ -105,8 +105,7 @@ pub fn package_command(method: &Method, file: &Path, downgrade: bool) -> Option<
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Checks, before anything is downloaded, that the install can happen.
