@@ -860,7 +860,8 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         }
         let Some((name, value)) = line.split_once('=') else {
             return Err(ConfigError(format!(
-                "environment file {} line {}: expected NAME=value, found {line:?}",
+                // The line itself is not shown: it may be a stray secret.
+                "environment file {} line {}: expected NAME=value",
                 path.display(),
                 n + 1
             )));
@@ -871,7 +872,7 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             return Err(ConfigError(format!(
-                "environment file {} line {}: {name:?} is not a variable name",
+                "environment file {} line {}: what comes before = is not a variable name (letters, digits and _, not starting with a digit)",
                 path.display(),
                 n + 1
             )));
@@ -1290,6 +1291,13 @@ mod tests {
         std::fs::write(&file, "CSS PORT=1\n").unwrap();
         let e = Config::from_parts(&o, &env(&[])).unwrap_err().to_string();
         assert!(e.contains("is not a variable name"), "{e}");
+        // A stray secret on a line of its own is never repeated.
+        for stray in ["c2VjcmV0LXRva2Vu+/x==", "hunter2-password"] {
+            std::fs::write(&file, format!("{stray}\n")).unwrap();
+            let e = Config::from_parts(&o, &env(&[])).unwrap_err().to_string();
+            assert!(e.contains("line 1"), "{e}");
+            assert!(!e.contains(&stray[..6]), "the error shows the line: {e}");
+        }
         std::fs::write(&file, "CSS_PROT=1\n").unwrap();
         let c = Config::from_parts(&o, &env(&[("HOME", "/h")])).unwrap();
         assert!(
