@@ -104,6 +104,14 @@ pub fn package_command(method: &Method, file: &Path, downgrade: bool) -> Option<
     Some(cmd)
 }
 
+/// The owner and mode of `path` when someone other than root owns it or
+/// may write it (group or others); `None` when only root may change it.
+pub fn not_root_alone(path: &Path) -> std::io::Result<Option<(u32, u32)>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.uid() != 0 || meta.mode() & 0o022 != 0).then(|| (meta.uid(), meta.mode() & 0o7777)))
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -129,20 +137,16 @@ pub fn preflight(method: &Method, exe: &Path) -> Result<(), UpdateError> {
                     exe.display()
                 )));
             }
-            if is_root() {
-                use std::os::unix::fs::MetadataExt;
-                // Root would run and install a file that the directory's
-                // other writers could swap in between.
-                let meta = std::fs::metadata(dir)
-                    .map_err(|e| UpdateError(format!("cannot read {} ({e})", dir.display())))?;
-                if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-                    return Err(UpdateError(format!(
-                        "{} may be written by users other than root (owner uid {}, mode {:o}), so root will not install a program there: chown root: and chmod go-w it, or update as the user who owns it",
-                        dir.display(),
-                        meta.uid(),
-                        meta.mode() & 0o7777
-                    )));
-                }
+            // Root would run and install a file that the directory's other
+            // writers could swap in between.
+            if is_root()
+                && let Some((uid, mode)) = not_root_alone(dir)
+                    .map_err(|e| UpdateError(format!("cannot read {} ({e})", dir.display())))?
+            {
+                return Err(UpdateError(format!(
+                    "{} may be written by users other than root (owner uid {uid}, mode {mode:o}), so root will not install a program there: chown root: and chmod go-w it, or update as the user who owns it",
+                    dir.display()
+                )));
             }
             let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
                 .map_err(|_| UpdateError(format!("{} is not a usable path", dir.display())))?;

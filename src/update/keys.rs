@@ -25,32 +25,29 @@ pub struct TrustedKey {
     key: VerifyingKey,
 }
 
-/// The built-in key and those of `dir`.
 /// Run as root, a trusted key (and its directory) must be root's and
 /// writable by nobody else, as sshd's StrictModes asks of its files: else
 /// the service's own user could plant a key that root then trusts.
 fn only_root_may_change(path: &Path) -> Result<(), UpdateError> {
-    use std::os::unix::fs::MetadataExt;
     if !crate::update::install::is_root() {
         return Ok(());
     }
-    let meta = std::fs::metadata(path).map_err(|e| {
+    let found = crate::update::install::not_root_alone(path).map_err(|e| {
         UpdateError(format!(
             "cannot read {} ({e}); fix or remove it",
             path.display()
         ))
     })?;
-    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        return Err(UpdateError(format!(
-            "{} is owned by uid {} with mode {:o}: a release key, and its directory, must belong to root and be writable by root alone (chown root: and chmod go-w it)",
-            path.display(),
-            meta.uid(),
-            meta.mode() & 0o7777
-        )));
+    match found {
+        Some((uid, mode)) => Err(UpdateError(format!(
+            "{} is owned by uid {uid} with mode {mode:o}: a release key, and its directory, must belong to root and be writable by root alone (chown root: and chmod go-w it)",
+            path.display()
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
+/// The built-in key and those of `dir`.
 pub fn trusted(dir: &Path) -> Result<Vec<TrustedKey>, UpdateError> {
     let mut keys = Vec::new();
     if let Some(text) = BUILT_IN_KEY.filter(|t| !t.trim().is_empty()) {
