@@ -17,6 +17,8 @@
 //!   tokens.
 //! - [`auth`]: credentials (the administrator token, Solid-OIDC access
 //!   tokens with DPoP proofs).
+//! - [`edge`]: edge nodes: enrolment, signed heartbeats to the centre, the
+//!   tunnel the centre sends their pods' requests through.
 //! - [`cluster`]: what nodes share (the cluster secret).
 //! - [`node`]: this node's identity, key pair and internal address.
 //! - [`db`]: the metadata store trait and its SQLite and PostgreSQL backends.
@@ -38,6 +40,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod edge;
 pub mod fsutil;
 pub mod http;
 pub mod idp;

@@ -109,7 +109,7 @@ impl Signed<'_> {
 /// half a verification, and a cluster has few nodes.
 static KEYS: LazyLock<Mutex<HashMap<String, VerifyingKey>>> = LazyLock::new(Default::default);
 
-fn verifying_key(text: &str) -> Result<VerifyingKey, &'static str> {
+pub(crate) fn verifying_key(text: &str) -> Result<VerifyingKey, &'static str> {
     if let Some(k) = KEYS.lock().expect("key cache").get(text) {
         return Ok(*k);
     }
