@@ -283,6 +283,224 @@ async fn contract(db: Db) {
     followers(&db).await;
     subscriptions(&db).await;
     moves(&db).await;
+    edges(&db).await;
+}
+
+/// Edge nodes: creation and its clashes, single-use enrolment (also when
+/// enrolments race), heartbeats that register pods without resources and
+/// refuse names or base URLs of other nodes, the tunnel's centre node.
+async fn edges(db: &Db) {
+    let now = db::now_ms();
+    db.node_upsert(&node("centre-e", "10.0.0.5")).await.unwrap();
+    db.edge_create("edge-1", "home-box", "hash-1", now)
+        .await
+        .unwrap();
+    db.edge_create("edge-0", "attic", "hash-0", now)
+        .await
+        .unwrap();
+    for (id, name, clash) in [
+        ("edge-2", "home-box", "home-box"),
+        ("edge-1", "cellar", "edge-1"),
+        ("centre-e", "cellar", "centre-e"),
+    ] {
+        match db.edge_create(id, name, "h", now).await {
+            Err(DbError::Conflict(why)) => assert!(why.contains(clash), "{why}"),
+            other => panic!("{id}/{name}: expected a conflict, got {other:?}"),
+        }
+    }
+    let created = db.edge_get("edge-1").await.unwrap().unwrap();
+    assert_eq!(
+        created,
+        db::EdgeRecord {
+            node_id: "edge-1".into(),
+            name: "home-box".into(),
+            token_hash: Some("hash-1".into()),
+            created_at: now,
+            enrolled_at: None,
+            last_signal: None,
+            tunnel_node: None,
+        }
+    );
+    assert_eq!(db.edge_get("edge-9").await.unwrap(), None);
+    let names: Vec<String> = db
+        .edge_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["attic", "home-box"]);
+
+    // Not enrolled: no heartbeat, and a wrong token registers nothing.
+    assert!(matches!(
+        db.edge_signal("edge-1", "0.1.0", &[], now).await,
+        Err(DbError::NotFound)
+    ));
+    assert!(
+        !db.edge_enrol("edge-1", "wrong", "pk", "0.1.0", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.edge_enrol("edge-9", "hash-1", "pk", "0.1.0", now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.node_get("edge-1").await.unwrap(), None);
+
+    // Racing enrolments with the one token: exactly one wins.
+    let mut racers = Vec::new();
+    for i in 0..6 {
+        let db = db.clone();
+        racers.push(tokio::spawn(async move {
+            db.edge_enrol("edge-1", "hash-1", &format!("pk-{i}"), "0.1.0", now + 1)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.unwrap());
+    }
+    assert_eq!(won, 1, "a token enrols once");
+    let registered = db.node_get("edge-1").await.unwrap().unwrap();
+    assert_eq!(registered.kind, "edge");
+    assert_eq!(
+        (registered.internal_ip.as_str(), registered.internal_port),
+        ("", 0)
+    );
+    assert_eq!(registered.storage_id.as_deref(), Some("edge:edge-1"));
+    assert!(registered.public_key.as_deref().unwrap().starts_with("pk-"));
+    assert_eq!(registered.last_heartbeat, now + 1);
+    let enrolled = db.edge_get("edge-1").await.unwrap().unwrap();
+    assert_eq!(enrolled.token_hash, None);
+    assert_eq!(enrolled.enrolled_at, Some(now + 1));
+    assert!(
+        !db.edge_enrol("edge-1", "hash-1", "pk-x", "0.1.0", now + 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.node_get("edge-1").await.unwrap().unwrap().public_key,
+        registered.public_key,
+        "a used token changes nothing"
+    );
+
+    // Heartbeats register new pods and refuse other nodes' names and URLs.
+    db.pod_create(&pod("taken", "centre-e")).await.unwrap();
+    let listed = |names: &[(&str, &str)]| -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|(pod, base)| (pod.to_string(), format!("http://localhost:3000/{base}/")))
+            .collect()
+    };
+    let refused = db
+        .edge_signal(
+            "edge-1",
+            "0.2.0",
+            &listed(&[("eve", "eve"), ("taken", "taken"), ("alias", "taken")]),
+            now + 10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        vec![
+            ("taken".to_string(), "taken by node centre-e".to_string()),
+            (
+                "alias".to_string(),
+                "its base URL is taken by pod taken of node centre-e".to_string()
+            ),
+        ]
+    );
+    let eve = db.pod_get("eve").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            eve.node_id.as_str(),
+            eve.storage_id.as_str(),
+            eve.owner.as_deref()
+        ),
+        ("edge-1", "edge:edge-1", None)
+    );
+    assert_eq!(eve.base_url, "http://localhost:3000/eve/");
+    assert_eq!(
+        db.resource_get("eve", "/").await.unwrap(),
+        None,
+        "the centre holds no data of an edge's pod"
+    );
+    assert_eq!(db.pod_get("alias").await.unwrap(), None);
+    assert_eq!(
+        db.pod_get("taken").await.unwrap().unwrap().node_id,
+        "centre-e"
+    );
+    let beat = db.node_get("edge-1").await.unwrap().unwrap();
+    assert_eq!(
+        (beat.version.as_str(), beat.last_heartbeat),
+        ("0.2.0", now + 10)
+    );
+    assert_eq!(
+        db.edge_get("edge-1").await.unwrap().unwrap().last_signal,
+        Some(now + 10)
+    );
+    let of = |pods: Vec<PodRecord>| pods.into_iter().map(|p| p.pod_id).collect::<Vec<_>>();
+    assert_eq!(of(db.pods_of_node("edge-1").await.unwrap()), ["eve"]);
+    assert!(of(db.pods_of_node("centre-e").await.unwrap()).contains(&"taken".to_string()));
+    // Known pods are left alone; pods no longer listed stay.
+    assert_eq!(
+        db.edge_signal("edge-1", "0.2.0", &listed(&[("eve", "eve")]), now + 20)
+            .await
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        db.edge_signal("edge-1", "0.2.0", &[], now + 30)
+            .await
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(of(db.pods_of_node("edge-1").await.unwrap()), ["eve"]);
+    assert_eq!(db.pod_get("eve").await.unwrap().unwrap(), eve);
+
+    // The centre node that holds the tunnel.
+    db.edge_tunnel_set("edge-1", Some("centre-e"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.edge_get("edge-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .tunnel_node
+            .as_deref(),
+        Some("centre-e")
+    );
+    db.edge_tunnel_set("edge-1", None).await.unwrap();
+    assert_eq!(
+        db.edge_get("edge-1").await.unwrap().unwrap().tunnel_node,
+        None
+    );
+    assert!(matches!(
+        db.edge_tunnel_set("edge-9", None).await,
+        Err(DbError::NotFound)
+    ));
+
+    // A centre node that took an edge's id afterwards: the enrolment is
+    // refused and the token stays unused.
+    db.edge_create("edge-c", "clash-box", "hash-c", now)
+        .await
+        .unwrap();
+    db.node_upsert(&node("edge-c", "10.0.0.6")).await.unwrap();
+    assert!(matches!(
+        db.edge_enrol("edge-c", "hash-c", "pk", "0.1.0", now).await,
+        Err(DbError::Conflict(_))
+    ));
+    let still = db.edge_get("edge-c").await.unwrap().unwrap();
+    assert_eq!(still.token_hash.as_deref(), Some("hash-c"));
+    assert_eq!(db.node_get("edge-c").await.unwrap().unwrap().kind, "centre");
+    assert!(matches!(
+        db.edge_signal("edge-c", "0.1.0", &[], now).await,
+        Err(DbError::NotFound)
+    ));
 }
 
 /// A pod's move to another node and storage: progress, the fence, the

@@ -77,6 +77,22 @@ pub struct PodRecord {
     pub created_at: i64,
 }
 
+/// A row of `edges`: an edge node created on the centre, enrolled or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeRecord {
+    pub node_id: String,
+    /// The operator's name for the box, unique among edges.
+    pub name: String,
+    /// SHA-256 hex of the enrolment token; `None` once it was used.
+    pub token_hash: Option<String>,
+    pub created_at: i64,
+    pub enrolled_at: Option<i64>,
+    /// The last heartbeat the centre accepted.
+    pub last_signal: Option<i64>,
+    /// The centre node that holds the edge's tunnel, if one does.
+    pub tunnel_node: Option<String>,
+}
+
 /// Where a migration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MigrationStatus {
@@ -186,6 +202,53 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn pod_get(&self, pod_id: &str) -> DbResult<Option<PodRecord>>;
     async fn pod_list(&self) -> DbResult<Vec<PodRecord>>;
+    /// The pods a node owns, by name.
+    async fn pods_of_node(&self, node_id: &str) -> DbResult<Vec<PodRecord>>;
+
+    /// Creates an edge that may enrol once with the token whose hash is
+    /// given. `Conflict` naming the clash if the name is taken by an edge
+    /// or the node id by an edge or a node.
+    async fn edge_create(
+        &self,
+        node_id: &str,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> DbResult<()>;
+    async fn edge_get(&self, node_id: &str) -> DbResult<Option<EdgeRecord>>;
+    /// Every edge, by name.
+    async fn edge_list(&self) -> DbResult<Vec<EdgeRecord>>;
+    /// Enrols an edge: only if its token hash is still `expected_token_hash`
+    /// (so a token works once, even when two enrolments race), clears it,
+    /// records the time, and registers the edge's `nodes` row (kind
+    /// `edge`, no internal address, storage `edge:<node id>`) with its
+    /// public key. False if the token was used already (or the edge does
+    /// not exist). `Conflict` if a centre node has that id.
+    async fn edge_enrol(
+        &self,
+        node_id: &str,
+        expected_token_hash: &str,
+        public_key: &str,
+        version: &str,
+        now: i64,
+    ) -> DbResult<bool>;
+    /// Records an enrolled edge's heartbeat (its node's version and last
+    /// heartbeat, the edge's last signal) and registers the listed pods
+    /// `(name, base URL)` it does not own yet, with no resources: their
+    /// data stays on the edge. A pod the edge owns already is left alone,
+    /// as are its pods it no longer lists. Returns the pods refused, with
+    /// why (the name or base URL belongs to another node). `NotFound` if
+    /// the edge's node is not registered.
+    async fn edge_signal(
+        &self,
+        node_id: &str,
+        version: &str,
+        pods: &[(String, String)],
+        now: i64,
+    ) -> DbResult<Vec<(String, String)>>;
+    /// Records which centre node holds the edge's tunnel (`None`: none).
+    /// `NotFound` if there is no such edge.
+    async fn edge_tunnel_set(&self, node_id: &str, centre_node: Option<&str>) -> DbResult<()>;
 
     /// Starts a migration of a pod; `Conflict` if one is already active,
     /// `NotFound` if the pod does not exist.
@@ -636,6 +699,36 @@ pub struct BlobRecord {
     pub size: i64,
     pub refcount: i64,
     pub zero_since: Option<i64>,
+}
+
+/// What a heartbeat does with one pod an edge lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EdgePod {
+    Register,
+    /// The edge owns it already.
+    Keep,
+    /// Refused, with why.
+    Refuse(String),
+}
+
+/// Decides about pod `pod_id` listed by `edge`, given the rows `(pod_id,
+/// node_id)` that hold its name or its base URL.
+pub(crate) fn edge_pod(edge: &str, pod_id: &str, holders: &[(String, String)]) -> EdgePod {
+    match holders.iter().find(|(p, _)| p == pod_id) {
+        Some((_, node)) if node == edge => EdgePod::Keep,
+        Some((_, node)) => EdgePod::Refuse(format!("taken by node {node}")),
+        None => match holders.first() {
+            None => EdgePod::Register,
+            Some((other, node)) => EdgePod::Refuse(format!(
+                "its base URL is taken by pod {other} of node {node}"
+            )),
+        },
+    }
+}
+
+/// The storage id of an edge's pods on the centre: their bytes stay on the edge.
+pub fn edge_storage_id(node_id: &str) -> String {
+    format!("edge:{node_id}")
 }
 
 /// A migration's completion in percent.

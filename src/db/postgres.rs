@@ -313,6 +313,21 @@ fn pod_row(r: &Row) -> PodRecord {
     }
 }
 
+const EDGE_COLUMNS: &str =
+    "node_id, name, token_hash, created_at, enrolled_at, last_signal, tunnel_node";
+
+fn edge_row(r: &Row) -> EdgeRecord {
+    EdgeRecord {
+        node_id: r.get(0),
+        name: r.get(1),
+        token_hash: r.get(2),
+        created_at: r.get(3),
+        enrolled_at: r.get(4),
+        last_signal: r.get(5),
+        tunnel_node: r.get(6),
+    }
+}
+
 const WEBHOOK_COLUMNS: &str = "q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at, \
      q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept";
 
@@ -559,6 +574,219 @@ impl MetadataStore for PostgresStore {
             .await
             .map_err(err)?;
         Ok(rows.iter().map(pod_row).collect())
+    }
+
+    async fn pods_of_node(&self, node_id: &str) -> DbResult<Vec<PodRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT {POD_COLUMNS} FROM pods WHERE node_id = $1 ORDER BY pod_id"),
+                &[&node_id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(pod_row).collect())
+    }
+
+    async fn edge_create(
+        &self,
+        node_id: &str,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> DbResult<()> {
+        let (id, name, hash) = (
+            node_id.to_string(),
+            name.to_string(),
+            token_hash.to_string(),
+        );
+        // A racing create of the same name or id loses on the unique
+        // index, and its retry names the clash.
+        self.retrying(move |tx| {
+            let (id, name, hash) = (id.clone(), name.clone(), hash.clone());
+            Box::pin(async move {
+                if tx
+                    .query_opt("SELECT 1 FROM edges WHERE name = $1", &[&name])
+                    .await?
+                    .is_some()
+                {
+                    return Err(DbError::Conflict(format!("an edge named {name} exists")).into());
+                }
+                let taken = tx
+                    .query_opt(
+                        "SELECT 1 FROM edges WHERE node_id = $1
+                         UNION ALL SELECT 1 FROM nodes WHERE node_id = $1",
+                        &[&id],
+                    )
+                    .await?
+                    .is_some();
+                if taken {
+                    return Err(DbError::Conflict(format!("node id {id} is taken")).into());
+                }
+                tx.execute(
+                    "INSERT INTO edges (node_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+                    &[&id, &name, &hash, &now],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn edge_get(&self, node_id: &str) -> DbResult<Option<EdgeRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {EDGE_COLUMNS} FROM edges WHERE node_id = $1"),
+                &[&node_id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(edge_row))
+    }
+
+    async fn edge_list(&self) -> DbResult<Vec<EdgeRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT {EDGE_COLUMNS} FROM edges ORDER BY name"),
+                &[],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(edge_row).collect())
+    }
+
+    async fn edge_enrol(
+        &self,
+        node_id: &str,
+        expected_token_hash: &str,
+        public_key: &str,
+        version: &str,
+        now: i64,
+    ) -> DbResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        // A second enrolment with the same token waits on this row's lock
+        // and then finds the hash gone.
+        let used = tx
+            .execute(
+                "UPDATE edges SET token_hash = NULL, enrolled_at = $3
+                 WHERE node_id = $1 AND token_hash = $2",
+                &[&node_id, &expected_token_hash, &now],
+            )
+            .await
+            .map_err(err)?;
+        if used == 0 {
+            return Ok(false);
+        }
+        let registered = tx
+            .execute(
+                &format!(
+                    "INSERT INTO nodes ({NODE_COLUMNS})
+                     VALUES ($1, 'edge', '', 0, NULL, $2, $3, $4, $5, $5)
+                     ON CONFLICT (node_id) DO UPDATE SET storage_id = excluded.storage_id,
+                       version = excluded.version, public_key = excluded.public_key,
+                       started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat
+                     WHERE nodes.kind = 'edge'"
+                ),
+                &[
+                    &node_id,
+                    &edge_storage_id(node_id),
+                    &version,
+                    &public_key,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        if registered == 0 {
+            return Err(DbError::Conflict(format!(
+                "node id {node_id} belongs to a centre node"
+            )));
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn edge_signal(
+        &self,
+        node_id: &str,
+        version: &str,
+        pods: &[(String, String)],
+        now: i64,
+    ) -> DbResult<Vec<(String, String)>> {
+        let (id, version, pods) = (node_id.to_string(), version.to_string(), pods.to_vec());
+        // A pod created elsewhere at the same moment wins on the unique
+        // index; the retry then refuses it.
+        self.retrying(move |tx| {
+            let (id, version, pods) = (id.clone(), version.clone(), pods.clone());
+            Box::pin(async move {
+                let n = tx
+                    .execute(
+                        "UPDATE nodes SET last_heartbeat = $2, version = $3
+                         WHERE node_id = $1 AND kind = 'edge'",
+                        &[&id, &now, &version],
+                    )
+                    .await?;
+                if n == 0 {
+                    return Err(DbError::NotFound.into());
+                }
+                tx.execute(
+                    "UPDATE edges SET last_signal = $2 WHERE node_id = $1",
+                    &[&id, &now],
+                )
+                .await?;
+                let holders = tx
+                    .prepare("SELECT pod_id, node_id FROM pods WHERE pod_id = $1 OR base_url = $2")
+                    .await?;
+                let insert = tx
+                    .prepare(&format!(
+                        "INSERT INTO pods ({POD_COLUMNS}) VALUES ($1, $2, $3, $4, NULL, $5)"
+                    ))
+                    .await?;
+                let storage = edge_storage_id(&id);
+                let mut refused = Vec::new();
+                for (pod, base) in &pods {
+                    let held: Vec<(String, String)> = tx
+                        .query(&holders, &[pod, base])
+                        .await?
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect();
+                    match edge_pod(&id, pod, &held) {
+                        EdgePod::Keep => {}
+                        EdgePod::Refuse(why) => refused.push((pod.clone(), why)),
+                        EdgePod::Register => {
+                            tx.execute(&insert, &[pod, base, &id, &storage, &now])
+                                .await?;
+                        }
+                    }
+                }
+                Ok(refused)
+            })
+        })
+        .await
+    }
+
+    async fn edge_tunnel_set(&self, node_id: &str, centre_node: Option<&str>) -> DbResult<()> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE edges SET tunnel_node = $2 WHERE node_id = $1",
+                &[&node_id, &centre_node],
+            )
+            .await
+            .map_err(err)?;
+        if n == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
     }
 
     async fn migration_start(

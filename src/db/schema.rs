@@ -43,7 +43,8 @@ pub const SQLITE: &[SchemaFile] = schema!(
     3 => "0003_subscriptions",
     4 => "0004_migrations",
     5 => "0005_dpop_proofs",
-    6 => "0006_idp_records"
+    6 => "0006_idp_records",
+    7 => "0007_edges"
 );
 pub const POSTGRES: &[SchemaFile] = schema!(
     "postgres",
@@ -52,11 +53,12 @@ pub const POSTGRES: &[SchemaFile] = schema!(
     3 => "0003_subscriptions",
     4 => "0004_migrations",
     5 => "0005_dpop_proofs",
-    6 => "0006_idp_records"
+    6 => "0006_idp_records",
+    7 => "0007_edges"
 );
 
 /// The newest schema this binary knows. Both backends move in step.
-pub const LATEST: i64 = 6;
+pub const LATEST: i64 = 7;
 
 /// A row of `schema_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]

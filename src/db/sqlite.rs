@@ -233,6 +233,21 @@ fn pod_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PodRecord> {
     })
 }
 
+const EDGE_COLUMNS: &str =
+    "node_id, name, token_hash, created_at, enrolled_at, last_signal, tunnel_node";
+
+fn edge_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EdgeRecord> {
+    Ok(EdgeRecord {
+        node_id: r.get(0)?,
+        name: r.get(1)?,
+        token_hash: r.get(2)?,
+        created_at: r.get(3)?,
+        enrolled_at: r.get(4)?,
+        last_signal: r.get(5)?,
+        tunnel_node: r.get(6)?,
+    })
+}
+
 const WEBHOOK_COLUMNS: &str = "q.id, q.channel_id, q.event_id, q.body, q.attempts, q.first_failed_at, \
      q.next_attempt_at, s.pod_id, COALESCE(s.send_to, ''), s.accept";
 
@@ -502,6 +517,208 @@ impl MetadataStore for SqliteStore {
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)
+        })
+        .await
+    }
+
+    async fn pods_of_node(&self, node_id: &str) -> DbResult<Vec<PodRecord>> {
+        let id = node_id.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {POD_COLUMNS} FROM pods WHERE node_id = ?1 ORDER BY pod_id"
+                ))
+                .map_err(err)?;
+            stmt.query_map([&id], pod_row)
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn edge_create(
+        &self,
+        node_id: &str,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> DbResult<()> {
+        let (id, name, hash) = (
+            node_id.to_string(),
+            name.to_string(),
+            token_hash.to_string(),
+        );
+        self.write_tx(move |c| {
+            let exists = |sql: &str, value: &str| -> DbResult<bool> {
+                c.query_row(sql, [value], |_| Ok(()))
+                    .optional()
+                    .map(|r| r.is_some())
+                    .map_err(err)
+            };
+            if exists("SELECT 1 FROM edges WHERE name = ?1", &name)? {
+                return Err(DbError::Conflict(format!("an edge named {name} exists")));
+            }
+            if exists("SELECT 1 FROM edges WHERE node_id = ?1", &id)?
+                || exists("SELECT 1 FROM nodes WHERE node_id = ?1", &id)?
+            {
+                return Err(DbError::Conflict(format!("node id {id} is taken")));
+            }
+            c.execute(
+                "INSERT INTO edges (node_id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, name, hash, now],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn edge_get(&self, node_id: &str) -> DbResult<Option<EdgeRecord>> {
+        let id = node_id.to_string();
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {EDGE_COLUMNS} FROM edges WHERE node_id = ?1"),
+                [&id],
+                edge_row,
+            )
+            .optional()
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn edge_list(&self) -> DbResult<Vec<EdgeRecord>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare(&format!("SELECT {EDGE_COLUMNS} FROM edges ORDER BY name"))
+                .map_err(err)?;
+            stmt.query_map([], edge_row)
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn edge_enrol(
+        &self,
+        node_id: &str,
+        expected_token_hash: &str,
+        public_key: &str,
+        version: &str,
+        now: i64,
+    ) -> DbResult<bool> {
+        let (id, hash, key, version) = (
+            node_id.to_string(),
+            expected_token_hash.to_string(),
+            public_key.to_string(),
+            version.to_string(),
+        );
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let used = tx
+                .execute(
+                    "UPDATE edges SET token_hash = NULL, enrolled_at = ?3
+                     WHERE node_id = ?1 AND token_hash = ?2",
+                    params![id, hash, now],
+                )
+                .map_err(err)?;
+            if used == 0 {
+                return Ok(false);
+            }
+            let registered = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO nodes ({NODE_COLUMNS})
+                         VALUES (?1, 'edge', '', 0, NULL, ?2, ?3, ?4, ?5, ?5)
+                         ON CONFLICT (node_id) DO UPDATE SET storage_id = excluded.storage_id,
+                           version = excluded.version, public_key = excluded.public_key,
+                           started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat
+                         WHERE nodes.kind = 'edge'"
+                    ),
+                    params![id, edge_storage_id(&id), version, key, now],
+                )
+                .map_err(err)?;
+            if registered == 0 {
+                return Err(DbError::Conflict(format!(
+                    "node id {id} belongs to a centre node"
+                )));
+            }
+            tx.commit().map_err(err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn edge_signal(
+        &self,
+        node_id: &str,
+        version: &str,
+        pods: &[(String, String)],
+        now: i64,
+    ) -> DbResult<Vec<(String, String)>> {
+        let (id, version, pods) = (node_id.to_string(), version.to_string(), pods.to_vec());
+        self.write_tx(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE nodes SET last_heartbeat = ?2, version = ?3
+                     WHERE node_id = ?1 AND kind = 'edge'",
+                    params![id, now, version],
+                )
+                .map_err(err)?;
+            if n == 0 {
+                return Err(DbError::NotFound);
+            }
+            c.execute(
+                "UPDATE edges SET last_signal = ?2 WHERE node_id = ?1",
+                params![id, now],
+            )
+            .map_err(err)?;
+            let mut refused = Vec::new();
+            let mut holders = c
+                .prepare("SELECT pod_id, node_id FROM pods WHERE pod_id = ?1 OR base_url = ?2")
+                .map_err(err)?;
+            for (pod, base) in &pods {
+                let held: Vec<(String, String)> = holders
+                    .query_map([pod, base], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(err)?
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?;
+                match edge_pod(&id, pod, &held) {
+                    EdgePod::Keep => {}
+                    EdgePod::Refuse(why) => refused.push((pod.clone(), why)),
+                    EdgePod::Register => {
+                        c.execute(
+                            &format!(
+                                "INSERT INTO pods ({POD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, NULL, ?5)"
+                            ),
+                            params![pod, base, id, edge_storage_id(&id), now],
+                        )
+                        .map_err(err)?;
+                    }
+                }
+            }
+            Ok(refused)
+        })
+        .await
+    }
+
+    async fn edge_tunnel_set(&self, node_id: &str, centre_node: Option<&str>) -> DbResult<()> {
+        let (id, centre) = (node_id.to_string(), centre_node.map(str::to_string));
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE edges SET tunnel_node = ?2 WHERE node_id = ?1",
+                    params![id, centre],
+                )
+                .map_err(err)?;
+            if n == 0 {
+                return Err(DbError::NotFound);
+            }
+            Ok(())
         })
         .await
     }
