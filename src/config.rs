@@ -144,6 +144,8 @@ const SETTINGS: &[Setting] = &[
     setting("blob_gc_interval", "CSS_BLOB_GC_INTERVAL", None),
     setting("node_id", "CSS_NODE_ID", Some("--node-id")),
     secret("node_token", "CSS_NODE_TOKEN"),
+    setting("signal_endpoint", "CSS_SIGNAL_ENDPOINT", None),
+    setting("edge_signal_interval", "CSS_EDGE_SIGNAL_INTERVAL", None),
     setting("node_public_address", "CSS_NODE_PUBLIC_ADDRESS", None),
     setting("internal_ip", "CSS_INTERNAL_IP", None),
     setting("internal_port", "CSS_INTERNAL_PORT", None),
@@ -258,7 +260,13 @@ pub struct Config {
     /// How often the collector runs.
     pub blob_gc_interval: std::time::Duration,
     pub node_id: Option<String>,
+    /// An edge's one-time enrolment token (`CSS_NODE_TOKEN`).
     pub node_token: Option<Secret>,
+    /// Where an edge sends its heartbeats: the centre's signal URL. Set, it
+    /// makes this node an edge.
+    pub signal_endpoint: Option<Url>,
+    /// On a centre: how often its edges are asked to send a heartbeat.
+    pub edge_signal_interval: std::time::Duration,
     pub node_public_address: Option<String>,
     pub internal_ip: Option<IpAddr>,
     pub internal_port: Option<u16>,
@@ -522,6 +530,14 @@ impl Config {
             crate::node::identity::validate_node_id(v).map(|_| v.to_string())
         })?;
         let node_token = p.optional("node_token", |v| Ok(Secret::new(v)))?;
+        let signal_endpoint = p.optional("signal_endpoint", parse_signal_endpoint)?;
+        let edge_signal_interval = p.value("edge_signal_interval", "15s", |v| {
+            let d = parse_duration(v)?;
+            if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(300) {
+                return Err("expected a duration from 1s to 5m".into());
+            }
+            Ok(d)
+        })?;
         let node_public_address = p.optional("node_public_address", |v| Ok(v.to_string()))?;
         let internal_ip = p.optional("internal_ip", parse_ip)?;
         let internal_port = p.optional("internal_port", parse_port)?;
@@ -616,6 +632,25 @@ impl Config {
             )));
         }
 
+        if signal_endpoint.is_some() {
+            const EDGE: &str = "CSS_SIGNAL_ENDPOINT is set, so this node is an edge";
+            if node_id.is_none() {
+                return Err(ConfigError(format!(
+                    "{EDGE}: also set CSS_NODE_ID to the node id that `xpod nodes create-edge` printed on the centre"
+                )));
+            }
+            if matches!(database, DatabaseConfig::Postgres(_)) {
+                return Err(ConfigError(format!(
+                    "{EDGE}, a single box on SQLite and local disk: unset CSS_DATABASE_URL (an edge keeps its metadata in <root>/xpod.sqlite), or unset CSS_SIGNAL_ENDPOINT to run as a centre node"
+                )));
+            }
+            if s3.is_some() {
+                return Err(ConfigError(format!(
+                    "{EDGE}, a single box on SQLite and local disk: unset CSS_MINIO_ENDPOINT (an edge keeps its pods' bytes under the root file path), or unset CSS_SIGNAL_ENDPOINT to run as a centre node"
+                )));
+            }
+        }
+
         let report = p.report;
         Ok(Config {
             host,
@@ -633,6 +668,8 @@ impl Config {
             blob_gc_interval,
             node_id,
             node_token,
+            signal_endpoint,
+            edge_signal_interval,
             node_public_address,
             internal_ip,
             internal_port,
@@ -687,6 +724,12 @@ impl Config {
             DatabaseConfig::Postgres(_) => self.host,
         };
         Some(std::net::SocketAddr::new(host, port))
+    }
+
+    /// Whether this node is an edge: a home box that enrols with a centre
+    /// and sends it heartbeats (`CSS_SIGNAL_ENDPOINT` is set).
+    pub fn is_edge(&self) -> bool {
+        self.signal_endpoint.is_some()
     }
 
     /// The node's canonical public host (for subdomain pods).
@@ -1040,6 +1083,19 @@ fn parse_base_url(v: &str) -> Result<Url, String> {
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn parse_signal_endpoint(v: &str) -> Result<Url, String> {
+    const HELP: &str = "expected the centre's signal URL, such as https://pods.example.com/api/v1/signal (as `xpod nodes create-edge` prints it)";
+    let url = Url::parse(v).map_err(|e| format!("{HELP} ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(HELP.into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.path().ends_with("/api/v1/signal")
+    {
+        return Err(HELP.into());
     }
     Ok(url)
 }
@@ -1448,6 +1504,57 @@ mod tests {
         assert_eq!(c.update_keys_dir, PathBuf::from("/etc/xpod/update-keys"));
         if BUILT_IN_RELEASE_SOURCE.is_none() {
             assert_eq!(c.update_source, None);
+        }
+    }
+
+    #[test]
+    fn an_edge_is_one_box_that_knows_its_node_id() {
+        let signal = "https://pods.example/api/v1/signal";
+        assert!(signal.ends_with(crate::edge::SIGNAL_PATH));
+        let load = |pairs: &[(&str, &str)]| Config::from_parts(&no_file(), &env(pairs));
+        let c = load(&[("CSS_SIGNAL_ENDPOINT", signal), ("CSS_NODE_ID", "edge-1")]).unwrap();
+        assert!(c.is_edge());
+        assert_eq!(c.signal_endpoint.as_ref().unwrap().as_str(), signal);
+        assert_eq!(c.edge_signal_interval, std::time::Duration::from_secs(15));
+        assert!(!load(&[]).unwrap().is_edge());
+
+        let e = load(&[("CSS_SIGNAL_ENDPOINT", signal)]).unwrap_err().0;
+        assert!(e.contains("set CSS_NODE_ID"), "{e}");
+        let e = load(&[
+            ("CSS_SIGNAL_ENDPOINT", signal),
+            ("CSS_NODE_ID", "edge-1"),
+            ("CSS_DATABASE_URL", "postgres://u:hunter2@db/x"),
+        ])
+        .unwrap_err()
+        .0;
+        assert!(e.contains("unset CSS_DATABASE_URL"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = load(&[
+            ("CSS_SIGNAL_ENDPOINT", signal),
+            ("CSS_NODE_ID", "edge-1"),
+            ("CSS_MINIO_ENDPOINT", "http://s3.example"),
+            ("CSS_MINIO_BUCKET_NAME", "pods"),
+            ("CSS_MINIO_ACCESS_KEY", "a"),
+            ("CSS_MINIO_SECRET_KEY", "b"),
+        ])
+        .unwrap_err()
+        .0;
+        assert!(e.contains("unset CSS_MINIO_ENDPOINT"), "{e}");
+        for bad in [
+            "https://pods.example/",
+            "ftp://pods.example/api/v1/signal",
+            "https://pods.example/api/v1/signal?x=1",
+            "/api/v1/signal",
+        ] {
+            let e = load(&[("CSS_SIGNAL_ENDPOINT", bad), ("CSS_NODE_ID", "edge-1")])
+                .unwrap_err()
+                .0;
+            assert!(e.starts_with("CSS_SIGNAL_ENDPOINT="), "{bad}: {e}");
+        }
+        let c = load(&[("CSS_EDGE_SIGNAL_INTERVAL", "2s")]).unwrap();
+        assert_eq!(c.edge_signal_interval, std::time::Duration::from_secs(2));
+        for bad in ["0s", "500ms", "6m"] {
+            assert!(load(&[("CSS_EDGE_SIGNAL_INTERVAL", bad)]).is_err(), "{bad}");
         }
     }
 
