@@ -166,6 +166,12 @@ pub enum NodesCommand {
     },
     /// Forget a node that is gone and owns no pods
     Remove { id: String },
+    /// On a centre: create an edge node (a home box behind it) and print
+    /// the settings that make the box enrol; its token is shown only once
+    CreateEdge {
+        /// A name for the box: 1-63 characters of a-z, 0-9 and '-'
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -580,7 +586,9 @@ fn nodes(config: &Config, command: NodesCommand) -> Result<ExitCode, Failure> {
                     println!(
                         "{:<38} {:<22} {:<10} {:<10} {:>5}  {}",
                         n["nodeId"].as_str().unwrap_or_default(),
-                        n["internalAddress"].as_str().unwrap_or_default(),
+                        n["internalAddress"]
+                            .as_str()
+                            .unwrap_or(if n["kind"] == "edge" { "(edge)" } else { "-" }),
                         if n["reachable"].as_bool() == Some(true) {
                             "up"
                         } else {
@@ -593,6 +601,7 @@ fn nodes(config: &Config, command: NodesCommand) -> Result<ExitCode, Failure> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            NodesCommand::CreateEdge { name } => create_edge(config, &name).await,
             NodesCommand::Drain { id } => move_pods(config, &id, "drain", false).await,
             NodesCommand::Reassign { id, force } => move_pods(config, &id, "reassign", force).await,
             NodesCommand::Remove { id } => {
@@ -611,6 +620,40 @@ fn nodes(config: &Config, command: NodesCommand) -> Result<ExitCode, Failure> {
             }
         }
     })
+}
+
+/// `xpod nodes create-edge`: the node id, the one-time token and the
+/// settings for the home box.
+async fn create_edge(config: &Config, name: &str) -> Result<ExitCode, Failure> {
+    if config.is_edge() {
+        return Err(Failure::Other(
+            "this node is itself an edge (CSS_SIGNAL_ENDPOINT is set); create edges on its centre"
+                .into(),
+        ));
+    }
+    let (status, json) = admin_call(
+        config,
+        reqwest::Method::POST,
+        "/.cluster/edges",
+        Some(serde_json::json!({ "name": name })),
+    )
+    .await?;
+    if status != reqwest::StatusCode::CREATED {
+        return Err(Failure::Other(format!(
+            "cannot create edge {name}: {}",
+            json["error"].as_str().unwrap_or(status.as_str())
+        )));
+    }
+    let field = |key: &str| json[key].as_str().unwrap_or_default().to_string();
+    println!("created edge node {name}: {}", field("nodeId"));
+    println!("its enrolment token is shown only now, and works once:");
+    println!("  {}", field("token"));
+    println!("on the home box, set these and start xpod (it enrols at once):");
+    println!("CSS_NODE_ID={}", field("nodeId"));
+    println!("CSS_NODE_TOKEN={}", field("token"));
+    println!("CSS_SIGNAL_ENDPOINT={}", field("signalEndpoint"));
+    println!("CSS_BASE_URL={}", field("baseUrl"));
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn move_pods(

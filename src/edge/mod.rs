@@ -16,6 +16,8 @@
 //! date, nonce, node id and the SHA-256 of the body, so a captured heartbeat
 //! cannot be replayed, sent elsewhere or given another body.
 
+pub mod signal;
+
 use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};

@@ -1,5 +1,5 @@
-//! The administrator API under `/.cluster/`: the credential check and the
-//! pod routes.
+//! The administrator API under `/.cluster/`: the credential check, the
+//! pod, node and edge routes.
 
 use std::sync::Arc;
 
@@ -98,7 +98,8 @@ fn node_json(app: &App, n: &NodeRecord, pods: usize) -> serde_json::Value {
     serde_json::json!({
         "nodeId": n.node_id,
         "kind": n.kind,
-        "internalAddress": format!("{}:{}", n.internal_ip, n.internal_port),
+        // An edge has no address the centre can reach.
+        "internalAddress": (n.kind != "edge").then(|| format!("{}:{}", n.internal_ip, n.internal_port)),
         "publicAddress": n.public_address,
         "storageId": n.storage_id,
         "version": n.version,
@@ -422,6 +423,94 @@ pub async fn list_pods(_admin: Admin, State(app): State<Arc<App>>) -> Response {
                 "the metadata store is unavailable",
             )
         }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateEdge {
+    pub name: String,
+}
+
+/// `POST /.cluster/edges`: creates an edge node that may enrol once with
+/// the token in the answer. The token is shown only here; the database
+/// keeps its SHA-256.
+pub async fn create_edge(
+    _admin: Admin,
+    State(app): State<Arc<App>>,
+    body: Result<Json<CreateEdge>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    use crate::edge::signal;
+    if app.config.is_edge() {
+        return refuse(
+            StatusCode::CONFLICT,
+            "this node is itself an edge; create edges on its centre",
+        );
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request body: {e}; expected {{\"name\": \"home-box\"}}"),
+            );
+        }
+    };
+    if let Err(why) = signal::validate_name(&req.name) {
+        return refuse(StatusCode::BAD_REQUEST, &why);
+    }
+    let node_id = uuid::Uuid::new_v4().to_string();
+    let token = signal::new_token();
+    match app
+        .db
+        .edge_create(
+            &node_id,
+            &req.name,
+            &signal::token_hash(&token),
+            crate::db::now_ms(),
+        )
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(node = %node_id, name = %req.name, "created an edge node");
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({
+                    "nodeId": node_id,
+                    "name": req.name,
+                    "token": token,
+                    "signalEndpoint": signal::endpoint(&app.config.base_url).to_string(),
+                    "baseUrl": app.config.base_url.to_string(),
+                })),
+            )
+                .into_response()
+        }
+        Err(DbError::Conflict(why)) => refuse(StatusCode::CONFLICT, &why),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /.cluster/edges`: every edge, enrolled or not (never a token hash).
+pub async fn list_edges(_admin: Admin, State(app): State<Arc<App>>) -> Response {
+    match app.db.edge_list().await {
+        Ok(edges) => Json(
+            edges
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "nodeId": e.node_id,
+                        "name": e.name,
+                        "createdAt": e.created_at,
+                        "tokenUnused": e.token_hash.is_some(),
+                        "enrolledAt": e.enrolled_at,
+                        "lastSignal": e.last_signal,
+                        "tunnelNode": e.tunnel_node,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => unavailable(e),
     }
 }
 

@@ -52,6 +52,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/.cluster/blobs/{hash}", get(migrate::blob))
         .route("/.cluster/idp/rotate-keys", post(admin::rotate_keys))
         .route(
+            "/.cluster/edges",
+            post(admin::create_edge).get(admin::list_edges),
+        )
+        .route(crate::edge::SIGNAL_PATH, post(crate::edge::signal::receive))
+        .route(
             "/.cluster/pods",
             post(admin::create_pod).get(admin::list_pods),
         )
@@ -235,6 +240,9 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
         },
     );
     crate::notify::webhook::spawn(app.clone());
+    if app.config.is_edge() {
+        drop(crate::edge::signal::spawn(app.clone()));
+    }
     crate::cluster::migration::spawn(app.clone());
     crate::cluster::registry::spawn_heartbeat(
         app.db.clone(),
