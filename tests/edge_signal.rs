@@ -257,6 +257,20 @@ async fn an_edge_enrols_and_its_pods_reach_the_centre() {
             .any(|l| l.contains("ERROR") && (l.contains("centre") || l.contains("CSS_"))),
         "{log}"
     );
+
+    // An edge whose base URL is not the centre's says so.
+    drop(edge);
+    for (k, v) in env.iter_mut() {
+        if *k == "CSS_BASE_URL" {
+            *v = format!("http://elsewhere.test:{}/", centre.port);
+        }
+    }
+    let edge = Server::start("127.0.0.2", &borrowed(&env), centre.dir.path());
+    let hint = format!("set CSS_BASE_URL={}", centre.base());
+    eventually(5, "the edge's complaint about its base URL", || async {
+        edge.log_text().contains(&hint)
+    })
+    .await;
 }
 
 async fn post(url: &str, body: &Value) -> (StatusCode, Value) {
