@@ -65,6 +65,10 @@ pub struct App {
     pub idp: Arc<crate::idp::Idp>,
     /// Parsed ACLs and group documents.
     pub access: crate::ldp::access::Cache,
+    /// The tunnels edge nodes keep open to this (centre) node.
+    pub tunnels: crate::edge::tunnel::Tunnels,
+    /// On an edge: its pods held read-only while they move.
+    pub holds: crate::edge::moving::Holds,
 }
 
 /// Makes sure the root file path exists and is writable, before anything is put there.
@@ -123,7 +127,7 @@ impl App {
         let now = db::now_ms();
         db.node_upsert(&NodeRecord {
             node_id: node_id.clone(),
-            kind: "centre".into(),
+            kind: if config.is_edge() { "edge" } else { "centre" }.into(),
             internal_ip: internal_ip.to_string(),
             internal_port,
             public_address: config.node_public_address.clone(),
@@ -165,13 +169,16 @@ impl App {
         let oidc = Arc::new(crate::auth::oidc::Verifier::new(
             config.oidc.clone(),
             config.outbound.clone(),
-            Some(crate::auth::oidc::Local {
+            // An edge shares its base URL with its centre, whose identity
+            // provider issues the tokens: nothing there is local.
+            (!config.is_edge()).then(|| crate::auth::oidc::Local {
                 base: config.base_url.clone(),
                 pod_subdomains: config.pod_subdomains,
                 addr: std::net::SocketAddr::new(listen, config.port),
                 idp: idp.clone(),
             }),
         ));
+        let holds = crate::edge::moving::Holds::open(&config.root);
         Ok(App {
             config,
             node: Arc::new(NodeIdentity {
@@ -189,6 +196,8 @@ impl App {
             metrics,
             placement: Default::default(),
             access: Default::default(),
+            tunnels: Default::default(),
+            holds,
             nonces: Default::default(),
             sessions: Default::default(),
             notify: Default::default(),

@@ -227,6 +227,10 @@ pub enum PodsCommand {
         /// Start the migration and return without waiting for it
         #[arg(long)]
         no_wait: bool,
+        /// Give up the pod's migration (or its move between an edge and the
+        /// centre) that is under way: the pod stays whole where it was
+        #[arg(long)]
+        cancel: bool,
     },
 }
 
@@ -741,6 +745,17 @@ async fn pod_base_url(config: &Config, pod: &str, create: Option<bool>) -> Resul
 /// address when the URL's port is the one it listens on (so the local node
 /// serves the copy, as with `curl --resolve`).
 fn local_endpoint(config: &Config, base: &str) -> Result<crate::walk::Endpoint, Failure> {
+    Ok(crate::walk::Endpoint {
+        base: base.to_string(),
+        client: local_client(config, base)?
+            .build()
+            .map_err(anyhow::Error::from)?,
+    })
+}
+
+/// A client that reaches the canonical host of `base` at this node's own
+/// address (see [`local_endpoint`]).
+fn local_client(config: &Config, base: &str) -> Result<reqwest::ClientBuilder, Failure> {
     let url = url::Url::parse(base)
         .map_err(|e| Failure::Other(format!("the pod's base URL {base} is invalid: {e}")))?;
     let mut builder = crate::walk::client_builder();
@@ -754,10 +769,7 @@ fn local_endpoint(config: &Config, base: &str) -> Result<crate::walk::Endpoint, 
         };
         builder = builder.resolve(host, std::net::SocketAddr::new(ip, config.port));
     }
-    Ok(crate::walk::Endpoint {
-        base: base.to_string(),
-        client: builder.build().map_err(anyhow::Error::from)?,
-    })
+    Ok(builder)
 }
 
 /// A container on another server, named by the operator.
@@ -879,7 +891,24 @@ fn pods(config: &Config, command: PodsCommand) -> Result<ExitCode, Failure> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            PodsCommand::Migrate { pod, to, no_wait } => migrate(config, &pod, &to, no_wait).await,
+            PodsCommand::Migrate {
+                pod,
+                to,
+                no_wait,
+                cancel,
+            } => {
+                if edge_move(config, &pod, &to).await? {
+                    if cancel {
+                        end_edge_move(config, &pod, "cancel").await
+                    } else {
+                        move_edge_pod(config, &pod, &to).await
+                    }
+                } else if cancel {
+                    cancel_migration(config, &pod).await
+                } else {
+                    migrate(config, &pod, &to, no_wait).await
+                }
+            }
         }
     })
 }
@@ -976,4 +1005,148 @@ async fn migrate(config: &Config, pod: &str, to: &str, no_wait: bool) -> Result<
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
+}
+
+/// `xpod pods migrate` when the pod is on an edge or goes to one: the local
+/// centre node starts the move, this command walks the pod across (the
+/// container-walking migrator, under the pod's one canonical URL on both
+/// sides), then the node ends it.
+async fn move_edge_pod(config: &Config, pod: &str, to: &str) -> Result<ExitCode, Failure> {
+    let (status, json) = admin_call(
+        config,
+        reqwest::Method::POST,
+        &format!("/.cluster/pods/{pod}/move"),
+        Some(serde_json::json!({ "targetNode": to })),
+    )
+    .await?;
+    if status != reqwest::StatusCode::CREATED {
+        return Err(Failure::Other(format!(
+            "cannot move pod {pod}: {}",
+            json["error"].as_str().unwrap_or(status.as_str())
+        )));
+    }
+    let (Some(secret), Some(base)) = (json["secret"].as_str(), json["baseUrl"].as_str()) else {
+        return Err(Failure::Other(format!(
+            "the node's answer to the move of pod {pod} lacks its secret or URL: {json}"
+        )));
+    };
+    let from = json["from"].as_str().unwrap_or("?").to_string();
+    let endpoint = |side: &'static str| -> Result<crate::walk::Endpoint, Failure> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = |v: &str| {
+            reqwest::header::HeaderValue::from_str(v)
+                .map_err(|_| Failure::Other("the move's secret is not a header value".into()))
+        };
+        headers.insert(crate::edge::moving::MOVE, value(secret)?);
+        headers.insert(crate::edge::moving::SIDE, value(side)?);
+        Ok(crate::walk::Endpoint {
+            base: base.to_string(),
+            client: local_client(config, base)?
+                .default_headers(headers)
+                .build()
+                .map_err(anyhow::Error::from)?,
+        })
+    };
+    let state = std::env::temp_dir().join(format!("xpod-move-{pod}-{from}-{to}.state"));
+    let copied = crate::walk::copy(crate::walk::Options {
+        source: endpoint("source")?,
+        target: endpoint("target")?,
+        state: Some(state.clone()),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    })
+    .await;
+    let report = match copied {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(Failure::Other(format!(
+                "moving pod {pod} stopped: {e}; the pod stays on node {from}, read-only; run the same command again to resume, or `xpod pods migrate {pod} --to {to} --cancel` to give up"
+            )));
+        }
+    };
+    end_edge_move(config, pod, "finish").await?;
+    let _ = std::fs::remove_file(&state);
+    println!(
+        "moved pod {pod} from node {from} to node {to}: {} container(s), {} document(s), {} auxiliary resource(s), {} bytes; verified",
+        report.containers, report.documents, report.auxiliary, report.bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `xpod pods migrate <pod> --to <node>` is a move between an edge
+/// and the centre: the pod is on an edge, goes to one, or is moving.
+async fn edge_move(config: &Config, pod: &str, to: &str) -> Result<bool, Failure> {
+    let (status, record) = admin_call(
+        config,
+        reqwest::Method::GET,
+        &format!("/.cluster/pods/{pod}"),
+        None,
+    )
+    .await?;
+    if !status.is_success() {
+        return Err(Failure::Other(format!(
+            "cannot look up pod {pod}: {}",
+            record["error"].as_str().unwrap_or(status.as_str())
+        )));
+    }
+    if !record["moving"].is_null() {
+        return Ok(true);
+    }
+    let (status, nodes) = admin_call(config, reqwest::Method::GET, "/.cluster/nodes", None).await?;
+    if !status.is_success() {
+        return Err(Failure::Other(format!(
+            "cannot list the nodes: {}",
+            nodes["error"].as_str().unwrap_or(status.as_str())
+        )));
+    }
+    let kind = |id: &str| {
+        nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["nodeId"] == id)
+            .and_then(|n| n["kind"].as_str())
+            .map(str::to_string)
+    };
+    let owner = record["nodeId"].as_str().unwrap_or_default();
+    Ok(kind(owner).as_deref() == Some("edge") || kind(to).as_deref() == Some("edge"))
+}
+
+/// Finishes or cancels a move between an edge and the centre.
+async fn end_edge_move(config: &Config, pod: &str, action: &str) -> Result<ExitCode, Failure> {
+    let (status, json) = admin_call(
+        config,
+        reqwest::Method::POST,
+        &format!("/.cluster/pods/{pod}/move/{action}"),
+        None,
+    )
+    .await?;
+    if status != reqwest::StatusCode::NO_CONTENT {
+        return Err(Failure::Other(format!(
+            "the move of pod {pod} could not {action}: {}; run the same command again",
+            json["error"].as_str().unwrap_or(status.as_str())
+        )));
+    }
+    if action == "cancel" {
+        println!("cancelled the move of pod {pod}: it stays whole where it was");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels a pod's migration between centre nodes.
+async fn cancel_migration(config: &Config, pod: &str) -> Result<ExitCode, Failure> {
+    let (status, json) = admin_call(
+        config,
+        reqwest::Method::DELETE,
+        &format!("/.cluster/pods/{pod}/migration"),
+        None,
+    )
+    .await?;
+    if !status.is_success() {
+        return Err(Failure::Other(format!(
+            "cannot cancel the migration of pod {pod}: {}",
+            json["error"].as_str().unwrap_or(status.as_str())
+        )));
+    }
+    println!("cancelled the migration of pod {pod}: it stays whole on its node");
+    Ok(ExitCode::SUCCESS)
 }

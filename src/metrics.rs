@@ -106,6 +106,8 @@ pub struct Metrics {
     pub requests: RequestMetrics,
     pub node_auth: NodeAuthMetrics,
     pub oidc: OidcMetrics,
+    /// Edges whose tunnel is open to this node.
+    pub edges_connected: AtomicU64,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -265,6 +267,12 @@ impl Metrics {
                 "xpod_http_request_duration_seconds_count{{method=\"{method}\"}} {count}"
             );
         }
+        gauge(
+            &mut out,
+            "xpod_edge_tunnels",
+            "Edge nodes whose tunnel is open to this node.",
+            self.edges_connected.load(Relaxed),
+        );
         out
     }
 }

@@ -34,6 +34,7 @@ fn pod(name: &str, owner_node: &str) -> PodRecord {
         storage_id: "s-1".into(),
         owner: None,
         created_at: db::now_ms(),
+        moving: None,
     }
 }
 

@@ -36,12 +36,16 @@ pub enum Credentials {
     #[default]
     Anonymous,
     Agent(Agent),
+    /// The cluster's own pod mover (the walk of `xpod pods migrate`
+    /// between an edge and the centre, holding the move's secret): every
+    /// mode on the pod it moves.
+    Mover,
 }
 
 impl Credentials {
     pub fn agent(&self) -> Option<&Agent> {
         match self {
-            Credentials::Anonymous => None,
+            Credentials::Anonymous | Credentials::Mover => None,
             Credentials::Agent(a) => Some(a),
         }
     }
@@ -49,7 +53,7 @@ impl Credentials {
     /// The value of [`FORWARDED_AGENT`] (empty for anonymous).
     pub fn to_header(&self) -> String {
         match self {
-            Credentials::Anonymous => String::new(),
+            Credentials::Anonymous | Credentials::Mover => String::new(),
             Credentials::Agent(a) => {
                 B64.encode(serde_json::to_vec(a).expect("an agent serialises"))
             }

@@ -82,6 +82,7 @@ pub async fn import(
             storage_id: cluster_blobs.storage_id().to_string(),
             owner: pod.owner.clone(),
             created_at: pod.created_at,
+            moving: None,
         };
         cluster
             .pod_create(&record)

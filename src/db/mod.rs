@@ -75,6 +75,9 @@ pub struct PodRecord {
     pub storage_id: String,
     pub owner: Option<String>,
     pub created_at: i64,
+    /// A move between an edge and the centre under way, as JSON (see
+    /// `edge::moving::Moving`); `None` when the pod is not moving.
+    pub moving: Option<String>,
 }
 
 /// A row of `edges`: an edge node created on the centre, enrolled or not.
@@ -249,6 +252,37 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Records which centre node holds the edge's tunnel (`None`: none).
     /// `NotFound` if there is no such edge.
     async fn edge_tunnel_set(&self, node_id: &str, centre_node: Option<&str>) -> DbResult<()>;
+
+    /// Starts moving an edge's pod to the centre node `to`: if `from` (the
+    /// edge) still owns it, the centre node takes it (owner, storage, an
+    /// empty root container, the owner's WebID if given) and `moving` is
+    /// recorded, with an `owner` event, in one transaction. A move already
+    /// recorded between the same nodes only gets the new `moving`.
+    /// `Conflict` otherwise; `NotFound` without the pod.
+    async fn pod_move_in(
+        &self,
+        pod_id: &str,
+        from: &str,
+        to: &str,
+        to_storage: &str,
+        owner: Option<&str>,
+        moving: &str,
+    ) -> DbResult<()>;
+    /// Starts moving a pod from the centre node `from` to an edge: records
+    /// `moving` and fences the pod (writes fail at commit), with an `owner`
+    /// event, in one transaction. A move already recorded between the same
+    /// nodes only gets the new `moving`. `Conflict` if `from` does not own
+    /// the pod or another move is recorded.
+    async fn pod_move_out(&self, pod_id: &str, from: &str, moving: &str) -> DbResult<()>;
+    /// Ends a move: clears `moving` and the fence. With `hand_to` (node,
+    /// storage), the pod's resources here are deleted (their blobs lose
+    /// the references) and the pod goes to that node, in the same
+    /// transaction, with an `owner` event. `Conflict` if it is not moving
+    /// (unless it is on `hand_to` already: done before).
+    async fn pod_move_end(&self, pod_id: &str, hand_to: Option<(&str, &str)>) -> DbResult<()>;
+    /// Deletes a pod and all its resources (their blobs lose the
+    /// references), with an `owner` event. False if there was no such pod.
+    async fn pod_delete(&self, pod_id: &str) -> DbResult<bool>;
 
     /// Starts a migration of a pod; `Conflict` if one is already active,
     /// `NotFound` if the pod does not exist.
@@ -729,6 +763,14 @@ pub(crate) fn edge_pod(edge: &str, pod_id: &str, holders: &[(String, String)]) -
 /// The storage id of an edge's pods on the centre: their bytes stay on the edge.
 pub fn edge_storage_id(node_id: &str) -> String {
     format!("edge:{node_id}")
+}
+
+/// The two ends of a `moving` record, to tell a move taken up again from
+/// another one.
+pub(crate) fn move_ends(moving: &str) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_str(moving).unwrap_or_default();
+    let end = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    (end("from"), end("to"))
 }
 
 /// A migration's completion in percent.

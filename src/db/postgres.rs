@@ -301,6 +301,8 @@ fn node_row(r: &Row) -> NodeRecord {
 }
 
 const POD_COLUMNS: &str = "pod_id, base_url, node_id, storage_id, owner, created_at";
+/// What a read of a pod returns: [`POD_COLUMNS`] and the move under way.
+const POD_SELECT: &str = "pod_id, base_url, node_id, storage_id, owner, created_at, moving";
 
 fn pod_row(r: &Row) -> PodRecord {
     PodRecord {
@@ -310,6 +312,7 @@ fn pod_row(r: &Row) -> PodRecord {
         storage_id: r.get(3),
         owner: r.get(4),
         created_at: r.get(5),
+        moving: r.get(6),
     }
 }
 
@@ -490,6 +493,142 @@ impl MetadataStore for PostgresStore {
         Ok(n == 1)
     }
 
+    async fn pod_move_in(
+        &self,
+        pod_id: &str,
+        from: &str,
+        to: &str,
+        to_storage: &str,
+        owner: Option<&str>,
+        moving: &str,
+    ) -> DbResult<()> {
+        let (pod, from, to, storage, owner, moving) = (
+            pod_id.to_string(),
+            from.to_string(),
+            to.to_string(),
+            to_storage.to_string(),
+            owner.map(str::to_string),
+            moving.to_string(),
+        );
+        self.retrying(move |tx| {
+            let (pod, from, to, storage, owner, moving) = (
+                pod.clone(),
+                from.clone(),
+                to.clone(),
+                storage.clone(),
+                owner.clone(),
+                moving.clone(),
+            );
+            Box::pin(async move {
+                let (node, current) = pod_owner_and_move(tx, &pod).await?;
+                if let Some(current) = current {
+                    return resume_move(tx, &pod, &current, &from, &to, &moving).await;
+                }
+                if node != from {
+                    return Err(TxError::Fail(DbError::Conflict(format!(
+                        "pod {pod} is on node {node}, not on {from}"
+                    ))));
+                }
+                tx.execute(
+                    "UPDATE pods SET node_id = $2, storage_id = $3, owner = COALESCE($4, owner),
+                       moving = $5 WHERE pod_id = $1",
+                    &[&pod, &to, &storage, &owner, &moving],
+                )
+                .await?;
+                if get_resource(tx, &pod, "/", "FOR UPDATE").await?.is_none() {
+                    insert_container(tx, &pod, "/", now_ms()).await?;
+                }
+                owner_event(tx, &pod).await
+            })
+        })
+        .await
+    }
+
+    async fn pod_move_out(&self, pod_id: &str, from: &str, moving: &str) -> DbResult<()> {
+        let (pod, from, moving) = (pod_id.to_string(), from.to_string(), moving.to_string());
+        self.retrying(move |tx| {
+            let (pod, from, moving) = (pod.clone(), from.clone(), moving.clone());
+            Box::pin(async move {
+                let (node, current) = pod_owner_and_move(tx, &pod).await?;
+                let (_, to) = super::move_ends(&moving);
+                if let Some(current) = current {
+                    return resume_move(tx, &pod, &current, &from, &to, &moving).await;
+                }
+                if node != from {
+                    return Err(TxError::Fail(DbError::Conflict(format!(
+                        "pod {pod} is on node {node}, not on {from}"
+                    ))));
+                }
+                tx.execute(
+                    "UPDATE pods SET moving = $2, fence = $3 WHERE pod_id = $1",
+                    &[&pod, &moving, &now_ms()],
+                )
+                .await?;
+                owner_event(tx, &pod).await
+            })
+        })
+        .await
+    }
+
+    async fn pod_move_end(&self, pod_id: &str, hand_to: Option<(&str, &str)>) -> DbResult<()> {
+        let pod = pod_id.to_string();
+        let hand_to = hand_to.map(|(n, s)| (n.to_string(), s.to_string()));
+        self.retrying(move |tx| {
+            let (pod, hand_to) = (pod.clone(), hand_to.clone());
+            Box::pin(async move {
+                let (node, current) = pod_owner_and_move(tx, &pod).await?;
+                if current.is_none() {
+                    if hand_to.as_ref().is_some_and(|(n, _)| *n == node) {
+                        return Ok(());
+                    }
+                    return Err(TxError::Fail(DbError::Conflict(format!(
+                        "pod {pod} is not moving"
+                    ))));
+                }
+                match &hand_to {
+                    Some((node, storage)) => {
+                        release_pod_data(tx, &pod).await?;
+                        tx.execute(
+                            "UPDATE pods SET node_id = $2, storage_id = $3, moving = NULL, fence = NULL
+                             WHERE pod_id = $1",
+                            &[&pod, node, storage],
+                        )
+                        .await?;
+                    }
+                    None => {
+                        tx.execute(
+                            "UPDATE pods SET moving = NULL, fence = NULL WHERE pod_id = $1",
+                            &[&pod],
+                        )
+                        .await?;
+                    }
+                }
+                owner_event(tx, &pod).await
+            })
+        })
+        .await
+    }
+
+    async fn pod_delete(&self, pod_id: &str) -> DbResult<bool> {
+        let pod = pod_id.to_string();
+        self.retrying(move |tx| {
+            let pod = pod.clone();
+            Box::pin(async move {
+                match pod_owner_and_move(tx, &pod).await {
+                    Err(TxError::Fail(DbError::NotFound)) => return Ok(false),
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+                release_pod_data(tx, &pod).await?;
+                tx.execute("DELETE FROM pods WHERE pod_id = $1", &[&pod])
+                    .await?;
+                owner_event(tx, &pod).await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
     async fn pod_set_owner(&self, pod_id: &str, from: &str, to: &str) -> DbResult<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
@@ -556,7 +695,7 @@ impl MetadataStore for PostgresStore {
     async fn pod_get(&self, pod_id: &str) -> DbResult<Option<PodRecord>> {
         let row = self
             .query_opt_prepared(
-                &format!("SELECT {POD_COLUMNS} FROM pods WHERE pod_id = $1"),
+                &format!("SELECT {POD_SELECT} FROM pods WHERE pod_id = $1"),
                 &[&pod_id],
             )
             .await?;
@@ -568,7 +707,7 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .query(
-                &format!("SELECT {POD_COLUMNS} FROM pods ORDER BY pod_id"),
+                &format!("SELECT {POD_SELECT} FROM pods ORDER BY pod_id"),
                 &[],
             )
             .await
@@ -581,7 +720,7 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .query(
-                &format!("SELECT {POD_COLUMNS} FROM pods WHERE node_id = $1 ORDER BY pod_id"),
+                &format!("SELECT {POD_SELECT} FROM pods WHERE node_id = $1 ORDER BY pod_id"),
                 &[&node_id],
             )
             .await
@@ -1941,6 +2080,73 @@ fn resource_row(r: &Row) -> ResourceRecord {
         version: r.get(7),
         modified_at: r.get(8),
     }
+}
+
+/// A pod's owner and the move under way, locking its row; `NotFound`
+/// without the pod.
+async fn pod_owner_and_move(tx: &Tx<'_>, pod: &str) -> Result<(String, Option<String>), TxError> {
+    let row = tx
+        .query_opt(
+            "SELECT node_id, moving FROM pods WHERE pod_id = $1 FOR UPDATE",
+            &[&pod],
+        )
+        .await?
+        .ok_or(TxError::Fail(DbError::NotFound))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// A move asked for again: the same ends take the new record (its new
+/// secret), other ends are a conflict.
+async fn resume_move(
+    tx: &Tx<'_>,
+    pod: &str,
+    current: &str,
+    from: &str,
+    to: &str,
+    moving: &str,
+) -> Result<(), TxError> {
+    if super::move_ends(current) != (from.to_string(), to.to_string()) {
+        return Err(TxError::Fail(DbError::Conflict(format!(
+            "pod {pod} is already moving elsewhere; finish or cancel that move first"
+        ))));
+    }
+    tx.execute(
+        "UPDATE pods SET moving = $2 WHERE pod_id = $1",
+        &[&pod, &moving],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes a pod's resources; their blobs lose the references (the
+/// collector removes unreferenced ones after its grace period).
+async fn release_pod_data(tx: &Tx<'_>, pod: &str) -> Result<(), TxError> {
+    let storage: String = tx
+        .query_one("SELECT storage_id FROM pods WHERE pod_id = $1", &[&pod])
+        .await?
+        .get(0);
+    tx.execute(
+        "UPDATE blobs b SET refcount = b.refcount - r.n,
+           zero_since = CASE WHEN b.refcount - r.n = 0 THEN $3::BIGINT ELSE NULL END
+         FROM (SELECT content_hash AS hash, count(*) AS n FROM resources
+               WHERE pod_id = $1 AND content_hash IS NOT NULL GROUP BY content_hash) r
+         WHERE b.storage_id = $2 AND b.hash = r.hash",
+        &[&pod, &storage, &now_ms()],
+    )
+    .await?;
+    tx.execute("DELETE FROM resources WHERE pod_id = $1", &[&pod])
+        .await?;
+    Ok(())
+}
+
+/// Tells every node's followers that the pod's placement changed.
+async fn owner_event(tx: &Tx<'_>, pod: &str) -> Result<(), TxError> {
+    tx.execute(
+        "INSERT INTO events (pod_id, path, kind, version, created_at) VALUES ($1, '/', 'owner', 0, $2)",
+        &[&pod, &now_ms()],
+    )
+    .await?;
+    Ok(())
 }
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;

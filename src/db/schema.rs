@@ -44,7 +44,8 @@ pub const SQLITE: &[SchemaFile] = schema!(
     4 => "0004_migrations",
     5 => "0005_dpop_proofs",
     6 => "0006_idp_records",
-    7 => "0007_edges"
+    7 => "0007_edges",
+    8 => "0008_pod_moves"
 );
 pub const POSTGRES: &[SchemaFile] = schema!(
     "postgres",
@@ -54,11 +55,12 @@ pub const POSTGRES: &[SchemaFile] = schema!(
     4 => "0004_migrations",
     5 => "0005_dpop_proofs",
     6 => "0006_idp_records",
-    7 => "0007_edges"
+    7 => "0007_edges",
+    8 => "0008_pod_moves"
 );
 
 /// The newest schema this binary knows. Both backends move in step.
-pub const LATEST: i64 = 7;
+pub const LATEST: i64 = 8;
 
 /// A row of `schema_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]

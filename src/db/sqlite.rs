@@ -221,6 +221,8 @@ fn node_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
 }
 
 const POD_COLUMNS: &str = "pod_id, base_url, node_id, storage_id, owner, created_at";
+/// What a read of a pod returns: [`POD_COLUMNS`] and the move under way.
+const POD_SELECT: &str = "pod_id, base_url, node_id, storage_id, owner, created_at, moving";
 
 fn pod_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PodRecord> {
     Ok(PodRecord {
@@ -230,6 +232,7 @@ fn pod_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PodRecord> {
         storage_id: r.get(3)?,
         owner: r.get(4)?,
         created_at: r.get(5)?,
+        moving: r.get(6)?,
     })
 }
 
@@ -427,6 +430,119 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn pod_move_in(
+        &self,
+        pod_id: &str,
+        from: &str,
+        to: &str,
+        to_storage: &str,
+        owner: Option<&str>,
+        moving: &str,
+    ) -> DbResult<()> {
+        let (pod, from, to, storage, owner, moving) = (
+            pod_id.to_string(),
+            from.to_string(),
+            to.to_string(),
+            to_storage.to_string(),
+            owner.map(str::to_string),
+            moving.to_string(),
+        );
+        self.write_tx(move |c| {
+            let (node, current) = pod_owner_and_move(c, &pod)?;
+            if let Some(current) = current {
+                return resume_move(c, &pod, &current, &from, &to, &moving);
+            }
+            if node != from {
+                return Err(DbError::Conflict(format!(
+                    "pod {pod} is on node {node}, not on {from}"
+                )));
+            }
+            c.execute(
+                "UPDATE pods SET node_id = ?2, storage_id = ?3, owner = COALESCE(?4, owner),
+                   moving = ?5 WHERE pod_id = ?1",
+                params![pod, to, storage, owner, moving],
+            )
+            .map_err(err)?;
+            if get_resource(c, &pod, "/")?.is_none() {
+                insert_container(c, &pod, "/", now_ms())?;
+            }
+            owner_event(c, &pod)
+        })
+        .await
+    }
+
+    async fn pod_move_out(&self, pod_id: &str, from: &str, moving: &str) -> DbResult<()> {
+        let (pod, from, moving) = (pod_id.to_string(), from.to_string(), moving.to_string());
+        self.write_tx(move |c| {
+            let (node, current) = pod_owner_and_move(c, &pod)?;
+            let (_, to) = super::move_ends(&moving);
+            if let Some(current) = current {
+                return resume_move(c, &pod, &current, &from, &to, &moving);
+            }
+            if node != from {
+                return Err(DbError::Conflict(format!(
+                    "pod {pod} is on node {node}, not on {from}"
+                )));
+            }
+            c.execute(
+                "UPDATE pods SET moving = ?2, fence = ?3 WHERE pod_id = ?1",
+                params![pod, moving, now_ms()],
+            )
+            .map_err(err)?;
+            owner_event(c, &pod)
+        })
+        .await
+    }
+
+    async fn pod_move_end(&self, pod_id: &str, hand_to: Option<(&str, &str)>) -> DbResult<()> {
+        let pod = pod_id.to_string();
+        let hand_to = hand_to.map(|(n, s)| (n.to_string(), s.to_string()));
+        self.write_tx(move |c| {
+            let (node, current) = pod_owner_and_move(c, &pod)?;
+            if current.is_none() {
+                if hand_to.as_ref().is_some_and(|(n, _)| *n == node) {
+                    return Ok(());
+                }
+                return Err(DbError::Conflict(format!("pod {pod} is not moving")));
+            }
+            match &hand_to {
+                Some((node, storage)) => {
+                    release_pod_data(c, &pod)?;
+                    c.execute(
+                        "UPDATE pods SET node_id = ?2, storage_id = ?3, moving = NULL, fence = NULL
+                         WHERE pod_id = ?1",
+                        params![pod, node, storage],
+                    )
+                    .map_err(err)?;
+                }
+                None => {
+                    c.execute(
+                        "UPDATE pods SET moving = NULL, fence = NULL WHERE pod_id = ?1",
+                        [&pod],
+                    )
+                    .map_err(err)?;
+                }
+            }
+            owner_event(c, &pod)
+        })
+        .await
+    }
+
+    async fn pod_delete(&self, pod_id: &str) -> DbResult<bool> {
+        let pod = pod_id.to_string();
+        self.write_tx(move |c| {
+            if pod_owner_and_move(c, &pod).is_err() {
+                return Ok(false);
+            }
+            release_pod_data(c, &pod)?;
+            c.execute("DELETE FROM pods WHERE pod_id = ?1", [&pod])
+                .map_err(err)?;
+            owner_event(c, &pod)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn pod_set_owner(&self, pod_id: &str, from: &str, to: &str) -> DbResult<bool> {
         let (pod, from, to) = (pod_id.to_string(), from.to_string(), to.to_string());
         self.write(move |c| {
@@ -498,7 +614,7 @@ impl MetadataStore for SqliteStore {
         let id = pod_id.to_string();
         self.read(move |c| {
             c.query_row(
-                &format!("SELECT {POD_COLUMNS} FROM pods WHERE pod_id = ?1"),
+                &format!("SELECT {POD_SELECT} FROM pods WHERE pod_id = ?1"),
                 [&id],
                 pod_row,
             )
@@ -511,7 +627,7 @@ impl MetadataStore for SqliteStore {
     async fn pod_list(&self) -> DbResult<Vec<PodRecord>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare(&format!("SELECT {POD_COLUMNS} FROM pods ORDER BY pod_id"))
+                .prepare(&format!("SELECT {POD_SELECT} FROM pods ORDER BY pod_id"))
                 .map_err(err)?;
             stmt.query_map([], pod_row)
                 .map_err(err)?
@@ -526,7 +642,7 @@ impl MetadataStore for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare(&format!(
-                    "SELECT {POD_COLUMNS} FROM pods WHERE node_id = ?1 ORDER BY pod_id"
+                    "SELECT {POD_SELECT} FROM pods WHERE node_id = ?1 ORDER BY pod_id"
                 ))
                 .map_err(err)?;
             stmt.query_map([&id], pod_row)
@@ -2071,6 +2187,75 @@ fn delete_in(
         touch_container(c, pod, &parent, now)?;
     }
     Ok(existing)
+}
+
+/// A pod's owner and the move under way; `NotFound` without the pod.
+fn pod_owner_and_move(c: &Connection, pod: &str) -> DbResult<(String, Option<String>)> {
+    c.query_row(
+        "SELECT node_id, moving FROM pods WHERE pod_id = ?1",
+        [pod],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(err)?
+    .ok_or(DbError::NotFound)
+}
+
+/// A move asked for again: the same ends take the new record (its new
+/// secret), other ends are a conflict.
+fn resume_move(
+    c: &Connection,
+    pod: &str,
+    current: &str,
+    from: &str,
+    to: &str,
+    moving: &str,
+) -> DbResult<()> {
+    if super::move_ends(current) != (from.to_string(), to.to_string()) {
+        return Err(DbError::Conflict(format!(
+            "pod {pod} is already moving elsewhere; finish or cancel that move first"
+        )));
+    }
+    c.execute(
+        "UPDATE pods SET moving = ?2 WHERE pod_id = ?1",
+        params![pod, moving],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Deletes a pod's resources; their blobs lose the references (the
+/// collector removes unreferenced ones after its grace period).
+fn release_pod_data(c: &Connection, pod: &str) -> DbResult<()> {
+    let storage: String = c
+        .query_row(
+            "SELECT storage_id FROM pods WHERE pod_id = ?1",
+            [pod],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    c.execute(
+        "UPDATE blobs SET refcount = blobs.refcount - r.n,
+           zero_since = CASE WHEN blobs.refcount - r.n = 0 THEN ?3 ELSE NULL END
+         FROM (SELECT content_hash AS hash, count(*) AS n FROM resources
+               WHERE pod_id = ?1 AND content_hash IS NOT NULL GROUP BY content_hash) r
+         WHERE blobs.storage_id = ?2 AND blobs.hash = r.hash",
+        params![pod, storage, now_ms()],
+    )
+    .map_err(err)?;
+    c.execute("DELETE FROM resources WHERE pod_id = ?1", [pod])
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Tells every node's followers that the pod's placement changed.
+fn owner_event(c: &Connection, pod: &str) -> DbResult<()> {
+    c.execute(
+        "INSERT INTO events (pod_id, path, kind, version, created_at) VALUES (?1, '/', 'owner', 0, ?2)",
+        params![pod, now_ms()],
+    )
+    .map_err(err)?;
+    Ok(())
 }
 
 impl SqliteStore {

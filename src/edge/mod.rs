@@ -16,7 +16,9 @@
 //! date, nonce, node id and the SHA-256 of the body, so a captured heartbeat
 //! cannot be replayed, sent elsewhere or given another body.
 
+pub mod moving;
 pub mod signal;
+pub mod tunnel;
 
 use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine;

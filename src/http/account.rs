@@ -739,6 +739,7 @@ pub async fn new_pod(
         storage_id: app.blobs.storage_id().to_string(),
         owner: Some(webid.clone()),
         created_at: crate::db::now_ms(),
+        moving: None,
     };
     // The account's claim first: a pod never exists without its account.
     let record_id = accounts::add_pod(&app.db, account, &name).await?;

@@ -82,6 +82,12 @@ fn pod_json(p: &PodRecord) -> serde_json::Value {
         "nodeId": p.node_id,
         "storageId": p.storage_id,
         "createdAt": p.created_at,
+        // A move between an edge and the centre (never its secret's hash).
+        "moving": crate::edge::moving::Moving::of(p).map(|m| serde_json::json!({
+            "from": m.from,
+            "to": m.to,
+            "startedAt": m.started_at,
+        })),
     })
 }
 
@@ -308,6 +314,7 @@ pub async fn create_pod(
         storage_id: app.blobs.storage_id().to_string(),
         owner: req.owner.clone(),
         created_at: crate::db::now_ms(),
+        moving: None,
     };
     match app.db.pod_create(&record).await {
         Ok(_) => {

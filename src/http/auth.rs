@@ -39,6 +39,32 @@ pub async fn authenticate(
     // Only the Solid-OIDC schemes are checked here; others (the account
     // API's `CSS-Account-Token`, a token endpoint's `Basic`) belong to the
     // route that takes them.
+    // Through its tunnel the centre sends the caller it verified.
+    if req
+        .extensions()
+        .get::<crate::edge::tunnel::FromCentre>()
+        .is_some()
+    {
+        let agent = req
+            .headers()
+            .get(crate::auth::FORWARDED_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let mover = req
+            .headers()
+            .get(crate::edge::moving::MOVER)
+            .is_some_and(|v| v == "1");
+        let credentials = match Credentials::from_header(agent) {
+            Ok(_) if mover => Credentials::Mover,
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!(reason = %why, "refused a request from the centre");
+                return (axum::http::StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+            }
+        };
+        req.extensions_mut().insert(credentials);
+        return next.run(req).await;
+    }
     let oidc = req.headers().get(header::AUTHORIZATION).filter(|v| {
         let scheme = v
             .as_bytes()
@@ -141,7 +167,7 @@ pub fn canonical_url(config: &Config, uri: &Uri, headers: &HeaderMap) -> Option<
 /// `{"webId": null}` for an anonymous one.
 pub async fn whoami(axum::Extension(credentials): axum::Extension<Credentials>) -> Response {
     let body = match credentials {
-        Credentials::Anonymous => serde_json::json!({"webId": null}),
+        Credentials::Anonymous | Credentials::Mover => serde_json::json!({"webId": null}),
         Credentials::Agent(agent) => serde_json::to_value(agent).unwrap_or_default(),
     };
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()

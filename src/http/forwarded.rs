@@ -24,6 +24,24 @@ pub async fn forwarded(State(app): State<Arc<App>>, mut req: Request, next: Next
     if req.headers().contains_key(crate::cluster::signature::HOP) {
         return next.run(req).await;
     }
+    // Through its tunnel the centre names the client it served.
+    if req
+        .extensions()
+        .get::<crate::edge::tunnel::FromCentre>()
+        .is_some()
+    {
+        let client = req
+            .headers()
+            .get(FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+        if let Some(client) = client {
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(client, 0)));
+        }
+        return next.run(req).await;
+    }
     let trusted = |ip: IpAddr| app.config.trusted_proxies.iter().any(|n| n.contains(ip));
     let peer = req
         .extensions()

@@ -36,6 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
     let served_by = HeaderValue::from_str(&app.node.id).expect("node ids are header-safe");
     Router::new()
         .route(HEALTH_PATH, get(health))
+        .route(crate::edge::TUNNEL_PATH, get(crate::edge::tunnel::accept))
         .route("/.cluster/metrics", get(admin::metrics))
         .route("/.cluster/nodes", get(admin::list_nodes))
         .route(
@@ -50,6 +51,25 @@ pub fn router(app: Arc<App>) -> Router {
             get(migrate::status).delete(migrate::cancel),
         )
         .route("/.cluster/blobs/{hash}", get(migrate::blob))
+        // Moving pods between an edge and the centre: the centre's API,
+        // and what the centre asks of an edge through the tunnel.
+        .route(
+            "/.cluster/pods/{pod}/move",
+            post(crate::edge::moving::start),
+        )
+        .route(
+            "/.cluster/pods/{pod}/move/{action}",
+            post(crate::edge::moving::end),
+        )
+        .route(
+            "/.cluster/edge/pods/{pod}",
+            axum::routing::put(crate::edge::moving::edge_pod).delete(crate::edge::moving::edge_pod),
+        )
+        .route(
+            "/.cluster/edge/pods/{pod}/hold",
+            axum::routing::put(crate::edge::moving::edge_hold)
+                .delete(crate::edge::moving::edge_hold),
+        )
         .route("/.cluster/idp/rotate-keys", post(admin::rotate_keys))
         .route(
             "/.cluster/edges",
@@ -242,6 +262,7 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartupError> {
     crate::notify::webhook::spawn(app.clone());
     if app.config.is_edge() {
         drop(crate::edge::signal::spawn(app.clone()));
+        crate::edge::tunnel::spawn_client(app.clone());
     }
     crate::cluster::migration::spawn(app.clone());
     crate::cluster::registry::spawn_heartbeat(

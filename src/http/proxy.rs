@@ -64,7 +64,7 @@ fn unreachable(owner: &NodeRecord, pod: &str, why: &str) -> Response {
         .into_response()
 }
 
-fn strip_connection_headers(headers: &mut HeaderMap) {
+pub fn strip_connection_headers(headers: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -81,22 +81,27 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Forwards the request to `owner` and streams its response back. `Err` is
-/// the 503 to send when the owner could not be reached.
-#[allow(clippy::too_many_arguments)]
-pub async fn forward(
-    app: &Arc<App>,
-    owner: &NodeRecord,
-    pod: &str,
-    method: Method,
+/// Who a forwarded request is for and where it came from, as
+/// [`outgoing`] computed them.
+pub struct Outgoing {
+    /// The host the client asked for.
+    pub authority: String,
+    pub forwarded_for: String,
+    pub forwarded_host: String,
+    pub forwarded_proto: String,
+}
+
+/// Prepares a client's request headers for the next hop (another node, or
+/// an edge through its tunnel): drops hop-by-hop headers and anything named
+/// `X-Xpod-*` (nothing a client sends may pass for a node's word), then
+/// sets `X-Forwarded-For/Host/Proto`.
+pub fn outgoing(
+    app: &App,
     uri: &Uri,
-    mut headers: HeaderMap,
-    body: Body,
+    headers: &mut HeaderMap,
     client_addr: Option<SocketAddr>,
-    credentials: &crate::auth::Credentials,
-) -> Result<Response, Response> {
-    strip_connection_headers(&mut headers);
-    // Nothing a client sends may pass for a node's word.
+) -> Outgoing {
+    strip_connection_headers(headers);
     let own: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with("x-xpod-"))
@@ -130,15 +135,49 @@ pub async fn forward(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| app.config.base_url.scheme().to_string());
+    for (name, value) in [
+        ("x-forwarded-for", &forwarded_for),
+        ("x-forwarded-host", &forwarded_host),
+        ("x-forwarded-proto", &forwarded_proto),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+    Outgoing {
+        authority,
+        forwarded_for,
+        forwarded_host,
+        forwarded_proto,
+    }
+}
+
+/// Forwards the request to `owner` and streams its response back. `Err` is
+/// the 503 to send when the owner could not be reached.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    app: &Arc<App>,
+    owner: &NodeRecord,
+    pod: &str,
+    method: Method,
+    uri: &Uri,
+    mut headers: HeaderMap,
+    body: Body,
+    client_addr: Option<SocketAddr>,
+    credentials: &crate::auth::Credentials,
+) -> Result<Response, Response> {
+    let Outgoing {
+        authority,
+        forwarded_for,
+        forwarded_host,
+        forwarded_proto,
+    } = outgoing(app, uri, &mut headers, client_addr);
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
-    set(&mut headers, "x-forwarded-for", &forwarded_for);
-    set(&mut headers, "x-forwarded-host", &forwarded_host);
-    set(&mut headers, "x-forwarded-proto", &forwarded_proto);
     set(&mut headers, signature::HOP, "1");
     set(&mut headers, signature::FROM, &app.node.id);
     set(&mut headers, signature::TO, &owner.node_id);

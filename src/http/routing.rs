@@ -141,7 +141,26 @@ async fn route_verified(
             }
             Err(e) => return LdpError::from(e).into_response(),
         };
+        if let Some(moving) = crate::edge::moving::Moving::of(&pod) {
+            return crate::edge::moving::route(
+                app,
+                target,
+                &moving,
+                method,
+                &uri,
+                headers,
+                body.take().unwrap_or_default(),
+                client_addr,
+                &credentials,
+            )
+            .await;
+        }
         if pod.node_id == app.node.id {
+            // On an edge, a pod on its way to the centre takes no writes.
+            if writes && app.holds.holds(&target.pod) && !matches!(credentials, Credentials::Mover)
+            {
+                return crate::edge::moving::busy(&target.pod);
+            }
             let body = body.take().unwrap_or_default();
             if let Some(agent) = credentials.agent() {
                 tracing::debug!(pod = %target.pod, webid = %agent.webid, "serving an authenticated request");
@@ -153,6 +172,19 @@ async fn route_verified(
             if owner == pod.node_id {
                 return resp;
             }
+        }
+        // An edge's pod goes through the edge's tunnel.
+        if let Ok(Some(owner)) = app.placement.node(&app.db, &pod.node_id).await
+            && owner.kind == "edge"
+        {
+            let request = Routed {
+                method,
+                uri,
+                headers,
+                client_addr,
+                credentials,
+            };
+            return to_edge(app, &owner, &pod.pod_id, request, body.take(), forwarded).await;
         }
         if forwarded && !fresh {
             // Our cache may be the stale one: ask the database before refusing.
@@ -215,6 +247,67 @@ async fn route_verified(
             Err(resp) => return resp,
         }
     }
+}
+
+/// Sends a request for an edge's pod through the edge's tunnel: from this
+/// node if it holds the tunnel, else from the centre node that does (one
+/// signed hop, as between any two nodes). 503 while the edge is not
+/// connected anywhere.
+async fn to_edge(
+    app: &Arc<App>,
+    edge: &crate::db::NodeRecord,
+    pod: &str,
+    request: Routed,
+    body: Option<axum::body::Body>,
+    forwarded: bool,
+) -> Response {
+    let Routed {
+        method,
+        uri,
+        headers,
+        client_addr,
+        credentials,
+    } = request;
+    let body = body.unwrap_or_default();
+    if app.tunnels.holds(&edge.node_id) || forwarded {
+        return crate::edge::tunnel::forward(
+            app,
+            &edge.node_id,
+            pod,
+            method,
+            &uri,
+            headers,
+            body,
+            client_addr,
+            &credentials,
+        )
+        .await
+        .unwrap_or_else(|resp| resp);
+    }
+    let holder = match app.db.edge_get(&edge.node_id).await {
+        Ok(record) => record.and_then(|e| e.tunnel_node),
+        Err(e) => return LdpError::from(e).into_response(),
+    };
+    let holder = match holder.filter(|h| *h != app.node.id) {
+        Some(h) => app.placement.node(&app.db, &h).await.ok().flatten(),
+        None => None,
+    };
+    let Some(holder) = holder else {
+        return crate::edge::tunnel::unavailable(&edge.node_id, pod, "is not connected");
+    };
+    proxy::forward(
+        app,
+        &holder,
+        pod,
+        method,
+        &uri,
+        headers,
+        body,
+        client_addr,
+        &credentials,
+    )
+    .await
+    .unwrap_or_else(|resp| resp)
 }
 
 /// What a `HEAD` of `url` by the caller gets from the pod's owner (this

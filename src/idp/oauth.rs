@@ -39,7 +39,7 @@ pub const OIDC_CONTEXT: &str = "https://www.w3.org/ns/solid/oidc-context.jsonld"
 const MAX_CLIENT_DOCUMENT: usize = 64 * 1024;
 
 /// A random token: 32 bytes, base64url.
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut buf = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut buf);
     B64.encode(buf)
