@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Client;
 use serde_json::{Value, json};
+use sha2::Digest;
 use support::account::{Agent, account_sequence};
 use support::cluster::served_by;
 use support::{Postgres, Server, borrowed, vm_hwm};
@@ -252,6 +253,39 @@ where
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// What the agent reads of each path: status, content type, and the bytes
+/// (RDF as its canonical graph, since a move may write it out anew).
+async fn snapshot(
+    http: &Client,
+    agent: &Agent,
+    base: &str,
+    paths: &[&str],
+) -> Vec<(u16, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for path in paths {
+        let url = format!("{base}{path}");
+        let resp = agent
+            .sign(http.get(&url), "GET", &url)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let bytes = resp.bytes().await.unwrap();
+        let content = if ctype.starts_with("text/turtle") {
+            let triples =
+                xpod::rdf::parse(&bytes, xpod::rdf::Syntax::Turtle, &url).expect("Turtle");
+            xpod::walk::rebase::canonical(&triples)
+                .into_iter()
+                .collect()
+        } else {
+            vec![hex::encode(sha2::Sha256::digest(&bytes))]
+        };
+        out.push((status, ctype, content));
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,6 +529,167 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
         },
     )
     .await;
+
+    // Carol's private pod moves to the centre and back, under the same URL,
+    // with every resource and its access control intact.
+    let centre_id = std::fs::read_to_string(centre_root.join(".node-id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let about = format!(
+        "<{base}bob/private.txt> <http://purl.org/dc/terms/title> \"secret\" .\n<#me> <http://xmlns.com/foaf/0.1/knows> <{base}alice/profile#me> .\n"
+    );
+    for (path, ctype, body) in [
+        ("bob/notes/about.ttl", "text/turtle", about.into_bytes()),
+        (
+            "bob/data/deep/blob.bin",
+            "application/octet-stream",
+            noise(300_000),
+        ),
+    ] {
+        let doc = url(path);
+        let put = agent
+            .sign(http.put(&doc), "PUT", &doc)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201, "{path}");
+    }
+    let paths = [
+        "bob/private.txt",
+        "bob/notes/about.ttl",
+        "bob/data/deep/blob.bin",
+        "bob/.acl",
+    ];
+    let before = snapshot(&http, &agent, &base, &paths).await;
+    assert!(
+        before.iter().all(|(status, ..)| *status == 200),
+        "{before:?}"
+    );
+    let migrate = |to: &str| {
+        support::xpod(
+            &borrowed(&centre_env),
+            &["pods", "migrate", "bob", "--to", to],
+        )
+    };
+
+    // While a move is under way the pod is read from the edge and refuses
+    // writes, on the centre and on the LAN; cancelled, it takes them again.
+    let started = http
+        .post(url(".cluster/pods/bob/move"))
+        .bearer_auth(&admin)
+        .json(&json!({"targetNode": centre_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let pod: Value = http
+        .get(url(".cluster/pods/bob"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pod["moving"]["from"], edge_id.as_str(), "{pod}");
+    let put = agent
+        .sign(http.put(&doc), "PUT", &doc)
+        .header("content-type", "text/plain")
+        .body("lost?")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 503);
+    assert!(put.headers().contains_key("retry-after"));
+    let get = agent
+        .sign(http.get(&doc), "GET", &doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (get.status().as_u16(), served_by(&get)),
+        (200, edge_id.clone())
+    );
+    assert_eq!(get.text().await.unwrap(), "carol's");
+    let lan_put = ns.block_on(async move {
+        support::raw_request(
+            "127.0.0.1",
+            port,
+            "PUT",
+            "/bob/private.txt",
+            &[("content-type", "text/plain")],
+            b"from the LAN",
+        )
+        .map(|r| r.0)
+    });
+    assert_eq!(lan_put, Some(503), "the edge holds the pod");
+    let out = support::xpod(
+        &borrowed(&centre_env),
+        &["pods", "migrate", "bob", "--to", &centre_id, "--cancel"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let put = agent
+        .sign(http.put(&doc), "PUT", &doc)
+        .header("content-type", "text/plain")
+        .body("carol's")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (put.status().as_u16(), served_by(&put)),
+        (205, edge_id.clone())
+    );
+    assert_eq!(snapshot(&http, &agent, &base, &paths).await, before);
+
+    let out = migrate(&centre_id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("moved pod bob"), "{said}");
+    assert_eq!(snapshot(&http, &agent, &base, &paths).await, before);
+    let get = agent
+        .sign(http.get(&doc), "GET", &doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&get), centre_id, "the centre holds the pod now");
+    assert_eq!(http.get(&doc).send().await.unwrap().status(), 401);
+    let gone = ns.block_on(async move {
+        support::http_get("127.0.0.1", port, "/bob/private.txt").map(|r| r.0)
+    });
+    assert_eq!(gone, Some(404), "the edge deleted its copy");
+    let out = migrate(&edge_id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot(&http, &agent, &base, &paths).await, before);
+    let get = agent
+        .sign(http.get(&doc), "GET", &doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&get), edge_id, "back on the edge");
+    assert_eq!(http.get(&doc).send().await.unwrap().status(), 401);
+    let put = agent
+        .sign(http.put(&doc), "PUT", &doc)
+        .header("content-type", "text/plain")
+        .body("carol's, again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 205, "the pod takes writes again");
 
     // The centre dies: the edge keeps serving its LAN, where split DNS
     // sends the canonical host name to the edge.
