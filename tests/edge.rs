@@ -396,6 +396,32 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
         .unwrap();
     assert_eq!(pod["nodeId"], edge_id.as_str(), "{pod}");
 
+    // A pod made on the enrolled edge gets its name from the centre: one
+    // the centre has is refused, a free one is registered at once.
+    let out = edge_cli(
+        &ns,
+        &borrowed(&edge_env),
+        &["pods", "create", "carol", "--public-write"],
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("refused the pod name carol"), "{said}");
+    let out = edge_cli(
+        &ns,
+        &borrowed(&edge_env),
+        &["pods", "create", "dave", "--public-write"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dave = http.get(url("dave/")).send().await.unwrap();
+    assert_eq!(
+        (dave.status().as_u16(), served_by(&dave)),
+        (200, edge_id.clone())
+    );
+
     // Writes and reads through the centre are executed by the edge.
     let put = http
         .put(url("alice/notes/hello.txt"))

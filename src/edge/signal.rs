@@ -496,6 +496,52 @@ async fn run(app: Arc<App>, replies: watch::Sender<Option<SignalReply>>) {
     }
 }
 
+/// On an edge: asks the centre for a new pod's name before the pod is made
+/// here. The centre allocates pod names, so that they are unique across
+/// its nodes and edges: a heartbeat that lists the new name registers it,
+/// or comes back with it refused. `Err` is the status to answer and why.
+pub async fn claim(app: &Arc<App>, pod: &str) -> Result<(), (StatusCode, String)> {
+    let Some(endpoint) = app.config.signal_endpoint.clone() else {
+        return Ok(());
+    };
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why);
+    if !app.config.root.join(ENROLLED_FILE).exists() {
+        return Err(unavailable(
+            "this edge has not enrolled with its centre yet, and the centre allocates pod names: see the edge's log (CSS_NODE_TOKEN), then try again".into(),
+        ));
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .map_err(|e| unavailable(format!("cannot make an HTTP client: {e}")))?;
+    let edge = Edge {
+        app: app.clone(),
+        client,
+        endpoint,
+    };
+    let mut pods = edge.pods().await.map_err(|f| unavailable(f.line))?;
+    if !pods.iter().any(|p| p == pod) {
+        pods.push(pod.to_string());
+    }
+    let reply = edge.heartbeat_with(pods).await.map_err(|f| {
+        unavailable(format!(
+            "the centre allocates pod names, and asking it failed ({}); try again when it can be reached",
+            f.line
+        ))
+    })?;
+    if let Some(refused) = reply.refused.iter().find(|r| r.name == pod) {
+        return Err((
+            StatusCode::CONFLICT,
+            format!(
+                "the centre refused the pod name {pod} ({}): choose another name",
+                refused.reason
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// One failed exchange: the line to log, and whether to wait long.
 struct Failure {
     line: String,
@@ -567,13 +613,19 @@ impl Edge {
     }
 
     async fn heartbeat(&self) -> Result<SignalReply, Failure> {
+        let pods = self.pods().await?;
+        self.heartbeat_with(pods).await
+    }
+
+    /// A heartbeat that lists `pods`.
+    async fn heartbeat_with(&self, pods: Vec<String>) -> Result<SignalReply, Failure> {
         let node = &self.app.node.id;
         let body = SignalRequest {
             node_id: node.clone(),
             token: None,
             public_key: None,
             version: env!("CARGO_PKG_VERSION").into(),
-            pods: self.pods().await?,
+            pods,
         };
         let body = serde_json::to_vec(&body).expect("a signal serialises");
         let headers = super::signed_headers(

@@ -298,6 +298,12 @@ pub async fn create_pod(
             ),
         );
     }
+    // On an edge, the centre allocates the name first.
+    if app.config.is_edge()
+        && let Err((status, why)) = crate::edge::signal::claim(&app, &req.name).await
+    {
+        return refuse(status, &why);
+    }
     // An owner given by e-mail is an account: the pod joins it, with a
     // WebID profile, as if the account had created it.
     if let Some(email) = req
