@@ -190,6 +190,17 @@ pub enum PodsCommand {
     },
     /// List every pod of the cluster
     List,
+    /// Rename a pod of this node (its URL changes; IRIs in its RDF follow):
+    /// for instance one whose name the centre has when an edge enrols
+    Rename {
+        /// The pod's name now
+        pod: String,
+        /// Its new name
+        new_name: String,
+        /// Give up a rename that was interrupted: the pod keeps its name
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Copy a pod of this cluster into a container on any Solid server, then
     /// verify the copy (rerun after an interruption to resume)
     Export {
@@ -891,6 +902,11 @@ fn pods(config: &Config, command: PodsCommand) -> Result<ExitCode, Failure> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            PodsCommand::Rename {
+                pod,
+                new_name,
+                cancel,
+            } => rename_pod(config, &pod, &new_name, cancel).await,
             PodsCommand::Migrate {
                 pod,
                 to,
@@ -1025,32 +1041,22 @@ async fn move_edge_pod(config: &Config, pod: &str, to: &str) -> Result<ExitCode,
             json["error"].as_str().unwrap_or(status.as_str())
         )));
     }
+    let from = json["from"].as_str().unwrap_or("?").to_string();
+    if json["finishing"] == true {
+        // Copied and verified before: only its end was missing.
+        end_edge_move(config, pod, "finish").await?;
+        println!("moved pod {pod} from node {from} to node {to}: finished the move begun before");
+        return Ok(ExitCode::SUCCESS);
+    }
     let (Some(secret), Some(base)) = (json["secret"].as_str(), json["baseUrl"].as_str()) else {
         return Err(Failure::Other(format!(
             "the node's answer to the move of pod {pod} lacks its secret or URL: {json}"
         )));
     };
-    let from = json["from"].as_str().unwrap_or("?").to_string();
-    let endpoint = |side: &'static str| -> Result<crate::walk::Endpoint, Failure> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        let value = |v: &str| {
-            reqwest::header::HeaderValue::from_str(v)
-                .map_err(|_| Failure::Other("the move's secret is not a header value".into()))
-        };
-        headers.insert(crate::edge::moving::MOVE, value(secret)?);
-        headers.insert(crate::edge::moving::SIDE, value(side)?);
-        Ok(crate::walk::Endpoint {
-            base: base.to_string(),
-            client: local_client(config, base)?
-                .default_headers(headers)
-                .build()
-                .map_err(anyhow::Error::from)?,
-        })
-    };
     let state = std::env::temp_dir().join(format!("xpod-move-{pod}-{from}-{to}.state"));
     let copied = crate::walk::copy(crate::walk::Options {
-        source: endpoint("source")?,
-        target: endpoint("target")?,
+        source: mover_endpoint(config, base, secret, "source")?,
+        target: mover_endpoint(config, base, secret, "target")?,
         state: Some(state.clone()),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     })
@@ -1149,4 +1155,105 @@ async fn cancel_migration(config: &Config, pod: &str) -> Result<ExitCode, Failur
     }
     println!("cancelled the migration of pod {pod}: it stays whole on its node");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `xpod pods rename`: the node makes the new pod and marks both; this
+/// command walks the old one into the new one (rebasing its IRIs), then the
+/// node deletes the old one.
+async fn rename_pod(
+    config: &Config,
+    pod: &str,
+    new_name: &str,
+    cancel: bool,
+) -> Result<ExitCode, Failure> {
+    let body = serde_json::json!({ "to": new_name });
+    let end = |action: &'static str| {
+        let body = body.clone();
+        async move {
+            let (status, json) = admin_call(
+                config,
+                reqwest::Method::POST,
+                &format!("/.cluster/pods/{pod}/rename/{action}"),
+                Some(body),
+            )
+            .await?;
+            if status != reqwest::StatusCode::NO_CONTENT {
+                return Err(Failure::Other(format!(
+                    "the rename of pod {pod} could not {action}: {}; run the same command again",
+                    json["error"].as_str().unwrap_or(status.as_str())
+                )));
+            }
+            Ok(())
+        }
+    };
+    if cancel {
+        end("cancel").await?;
+        println!("cancelled the rename: pod {pod} keeps its name");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (status, json) = admin_call(
+        config,
+        reqwest::Method::POST,
+        &format!("/.cluster/pods/{pod}/rename"),
+        Some(body.clone()),
+    )
+    .await?;
+    if status != reqwest::StatusCode::CREATED {
+        return Err(Failure::Other(format!(
+            "cannot rename pod {pod}: {}",
+            json["error"].as_str().unwrap_or(status.as_str())
+        )));
+    }
+    let (Some(secret), Some(from), Some(to)) = (
+        json["secret"].as_str(),
+        json["from"].as_str(),
+        json["to"].as_str(),
+    ) else {
+        return Err(Failure::Other(format!(
+            "the node's answer to the rename of pod {pod} lacks its secret or URLs: {json}"
+        )));
+    };
+    let state = std::env::temp_dir().join(format!("xpod-rename-{pod}-{new_name}.state"));
+    let report = crate::walk::copy(crate::walk::Options {
+        source: mover_endpoint(config, from, secret, "source")?,
+        target: mover_endpoint(config, to, secret, "target")?,
+        state: Some(state.clone()),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    })
+    .await
+    .map_err(|e| {
+        Failure::Other(format!(
+            "renaming pod {pod} stopped: {e}; it keeps its name and takes no writes until you run the same command again to resume, or add --cancel to give up"
+        ))
+    })?;
+    end("finish").await?;
+    let _ = std::fs::remove_file(&state);
+    println!(
+        "renamed pod {pod} to {new_name} ({to}): {} container(s), {} document(s), {} auxiliary resource(s); verified",
+        report.containers, report.documents, report.auxiliary
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A walk endpoint on the local node that presents a move's secret.
+fn mover_endpoint(
+    config: &Config,
+    base: &str,
+    secret: &str,
+    side: &str,
+) -> Result<crate::walk::Endpoint, Failure> {
+    let value = |v: &str| {
+        reqwest::header::HeaderValue::from_str(v)
+            .map_err(|_| Failure::Other("the move's secret is not a header value".into()))
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(crate::edge::moving::MOVE, value(secret)?);
+    headers.insert(crate::edge::moving::SIDE, value(side)?);
+    Ok(crate::walk::Endpoint {
+        base: base.to_string(),
+        client: local_client(config, base)?
+            .default_headers(headers)
+            .build()
+            .map_err(anyhow::Error::from)?,
+    })
 }

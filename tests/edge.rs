@@ -364,6 +364,69 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // A pod renamed on the box keeps its resources; IRIs follow its URL.
+        let out = edge_cli(
+            &ns,
+            &borrowed(&edge_env),
+            &["pods", "create", "erin-old", "--public-write"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let card = format!("<#me> <http://xmlns.com/foaf/0.1/knows> <{base}erin-old/other#it> .\n");
+        let put = ns.block_on(async move {
+            let http = Client::builder()
+                .resolve("pods.test", format!("127.0.0.1:{port}").parse().unwrap())
+                .build()
+                .unwrap();
+            http.put(format!("http://pods.test:{port}/erin-old/card.ttl"))
+                .header("content-type", "text/turtle")
+                .body(card)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        assert_eq!(put, 201);
+        let out = edge_cli(
+            &ns,
+            &borrowed(&edge_env),
+            &["pods", "rename", "erin-old", "erin"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (new, old) = ns.block_on(async move {
+            let http = Client::builder()
+                .resolve("pods.test", format!("127.0.0.1:{port}").parse().unwrap())
+                .build()
+                .unwrap();
+            let new = http
+                .get(format!("http://pods.test:{port}/erin/card.ttl"))
+                .send()
+                .await
+                .unwrap();
+            let new = (new.status().as_u16(), new.text().await.unwrap());
+            let old = http
+                .get(format!("http://pods.test:{port}/erin-old/card.ttl"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            (new, old)
+        });
+        assert_eq!((new.0, old), (200, 404), "{new:?}");
+        let card_url = format!("{base}erin/card.ttl");
+        let triples =
+            xpod::rdf::parse(new.1.as_bytes(), xpod::rdf::Syntax::Turtle, &card_url).unwrap();
+        let objects: Vec<String> = triples.iter().map(|t| t.object.to_string()).collect();
+        assert_eq!(objects, [format!("<{base}erin/other#it>")], "{}", new.1);
         edge.kill();
     }
     edge_env.push(("CSS_NODE_TOKEN", token));

@@ -352,7 +352,7 @@ async fn the_signal_endpoint_refuses_what_it_should() {
     let (status, json) = post(&url, &enrolment(&id, &token, &public, &["bob", "carol"])).await;
     assert_eq!(status, 409, "{json}");
     assert!(error(&json).contains("bob"), "{json}");
-    assert!(error(&json).contains("--rename old=new"), "{json}");
+    assert!(error(&json).contains("xpod pods rename"), "{json}");
     assert_eq!(json["clashes"][0]["name"], "bob");
     assert_eq!(json["clashes"].as_array().unwrap().len(), 1, "{json}");
     assert_eq!(centre.admin("/.cluster/pods/carol").await.0, 404);

@@ -280,6 +280,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// transaction, with an `owner` event. `Conflict` if it is not moving
     /// (unless it is on `hand_to` already: done before).
     async fn pod_move_end(&self, pod_id: &str, hand_to: Option<(&str, &str)>) -> DbResult<()>;
+    /// Fences a pod (writes fail when they commit, with `Fenced`) or lifts
+    /// the fence; waits for writes in flight. Nothing happens without the pod.
+    async fn pod_fence(&self, pod_id: &str, fenced: bool) -> DbResult<()>;
     /// Deletes a pod and all its resources (their blobs lose the
     /// references), with an `owner` event. False if there was no such pod.
     async fn pod_delete(&self, pod_id: &str) -> DbResult<bool>;

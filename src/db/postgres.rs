@@ -609,6 +609,19 @@ impl MetadataStore for PostgresStore {
         .await
     }
 
+    async fn pod_fence(&self, pod_id: &str, fenced: bool) -> DbResult<()> {
+        let fence = fenced.then(now_ms);
+        self.client()
+            .await?
+            .execute(
+                "UPDATE pods SET fence = $2 WHERE pod_id = $1",
+                &[&pod_id, &fence],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     async fn pod_delete(&self, pod_id: &str) -> DbResult<bool> {
         let pod = pod_id.to_string();
         self.retrying(move |tx| {

@@ -528,11 +528,26 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn pod_fence(&self, pod_id: &str, fenced: bool) -> DbResult<()> {
+        let pod = pod_id.to_string();
+        self.write_tx(move |c| {
+            c.execute(
+                "UPDATE pods SET fence = ?2 WHERE pod_id = ?1",
+                params![pod, fenced.then(now_ms)],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn pod_delete(&self, pod_id: &str) -> DbResult<bool> {
         let pod = pod_id.to_string();
         self.write_tx(move |c| {
-            if pod_owner_and_move(c, &pod).is_err() {
-                return Ok(false);
+            match pod_owner_and_move(c, &pod) {
+                Err(DbError::NotFound) => return Ok(false),
+                Err(e) => return Err(e),
+                Ok(_) => {}
             }
             release_pod_data(c, &pod)?;
             c.execute("DELETE FROM pods WHERE pod_id = ?1", [&pod])

@@ -61,6 +61,10 @@ pub struct Moving {
     /// SHA-256 (hex) of the move's secret.
     pub secret_hash: String,
     pub started_at: i64,
+    /// The copy is complete and verified and the move is ending: it can
+    /// only be finished (never cancelled), and the pod is read from `to`.
+    #[serde(default)]
+    pub finishing: bool,
 }
 
 impl Moving {
@@ -102,11 +106,17 @@ pub async fn route(
     client_addr: Option<std::net::SocketAddr>,
     credentials: &Credentials,
 ) -> Response {
+    let forwarded = headers.contains_key(crate::cluster::signature::HOP);
     let (node, credentials) = match moving.side(&headers) {
         Some(Side::Source) => (&moving.from, Credentials::Mover),
         Some(Side::Target) => (&moving.to, Credentials::Mover),
         None if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) => {
-            (&moving.from, credentials.clone())
+            let holder = if moving.finishing {
+                &moving.to
+            } else {
+                &moving.from
+            };
+            (holder, credentials.clone())
         }
         None => return busy(&target.pod),
     };
@@ -118,6 +128,23 @@ pub async fn route(
         Ok(None) => return busy(&target.pod),
         Err(e) => return crate::ldp::error::LdpError::from(e).into_response(),
     };
+    if record.kind == "edge" && !matches!(credentials, Credentials::Mover) {
+        return crate::http::routing::to_edge(
+            app,
+            &record,
+            &target.pod,
+            crate::http::routing::Routed {
+                method,
+                uri: uri.clone(),
+                headers,
+                client_addr,
+                credentials,
+            },
+            Some(body),
+            forwarded,
+        )
+        .await;
+    }
     if record.kind == "edge" {
         return super::tunnel::forward(
             app,
@@ -237,6 +264,9 @@ pub async fn edge_hold(
         );
     }
     if method == Method::DELETE {
+        if let Err(e) = app.db.pod_fence(&pod, false).await {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+        }
         return match app.holds.release(&pod) {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => refuse(
@@ -260,6 +290,10 @@ pub async fn edge_hold(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("cannot hold the pod: {e}"),
         );
+    }
+    // A write already past the hold (a long upload) fails when it commits.
+    if let Err(e) = app.db.pod_fence(&pod, true).await {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
     }
     tracing::info!(pod, "holding the pod read-only: it is moving to the centre");
     Json(serde_json::json!({ "owner": record.owner })).into_response()
@@ -393,6 +427,20 @@ pub async fn start(
             &format!("pod {pod} is on node {to} already"),
         );
     }
+    // A move that was finishing only needs finishing: no walk, no hold.
+    if Moving::of(&record).is_some_and(|m| m.finishing) {
+        return (
+            StatusCode::CREATED,
+            Json(serde_json::json!({
+                "podId": pod,
+                "baseUrl": record.base_url,
+                "from": from,
+                "to": to,
+                "finishing": true,
+            })),
+        )
+            .into_response();
+    }
     let (from_kind, to_kind) = (kind(&app, &from).await, kind(&app, &to).await);
     let result = match (from_kind.as_deref(), to_kind.as_deref()) {
         (Some("edge"), Some("centre")) if to == app.node.id => {
@@ -477,8 +525,25 @@ fn moving_json(from: &str, to: &str, secret_hash: &str) -> String {
         to: to.to_string(),
         secret_hash: secret_hash.to_string(),
         started_at: crate::db::now_ms(),
+        finishing: false,
     })
     .expect("a move serialises")
+}
+
+/// Records that a move is finishing (its copy is complete and verified).
+async fn mark_finishing(app: &App, pod: &str, m: &Moving) -> Result<(), DbError> {
+    let json = serde_json::to_string(&Moving {
+        finishing: true,
+        ..m.clone()
+    })
+    .expect("a move serialises");
+    if m.to == app.node.id {
+        app.db
+            .pod_move_in(pod, &m.from, &m.to, &app.storage_id, None, &json)
+            .await
+    } else {
+        app.db.pod_move_out(pod, &m.from, &json).await
+    }
 }
 
 async fn edge_to_centre(
@@ -597,32 +662,44 @@ pub async fn end(
     };
     let hold = format!("/.cluster/edge/pods/{pod}/hold");
     let copy = format!("/.cluster/edge/pods/{pod}");
-    let outcome = match (into_centre, finish) {
-        // The edge's copy goes first: if that fails, the move stays and
-        // the command can be run again.
-        (true, true) => match ask_edge(&app, &edge, Method::DELETE, &copy, None).await {
-            Ok(_) => app.db.pod_move_end(&pod, None).await,
-            Err(resp) => return resp,
-        },
-        // The pod goes back to the edge, which lifts its hold.
-        (true, false) => {
-            match app.db.pod_move_end(&pod, Some((&edge, &crate::db::edge_storage_id(&edge)))).await {
-                Ok(()) => ask_edge(&app, &edge, Method::DELETE, &hold, None).await.map(|_| ()).map_err(|_| DbError::Other(format!("the pod is the edge's again, but edge node {edge} could not be told to lift its hold; run the command again"))),
-                Err(e) => Err(e),
+    if !finish && m.finishing {
+        return refuse(
+            StatusCode::CONFLICT,
+            &format!(
+                "the move of pod {pod} is finishing (its copy is complete) and cannot be cancelled; run `xpod pods migrate {pod} --to {}` again to finish it",
+                m.to
+            ),
+        );
+    }
+    // Each step can be repeated, so a failure at any point is mended by
+    // running the same command again.
+    let outcome: Result<(), Response> = async {
+        if finish {
+            mark_finishing(&app, &pod, &m).await.map_err(db_refusal)?;
+        }
+        match (into_centre, finish) {
+            // The edge's copy goes, then the record: the pod is here.
+            (true, true) => {
+                ask_edge(&app, &edge, Method::DELETE, &copy, None).await?;
+                app.db.pod_move_end(&pod, None).await.map_err(db_refusal)
+            }
+            // The edge takes writes again, then has the pod back; the
+            // partial copy here goes.
+            (true, false) | (false, true) => {
+                ask_edge(&app, &edge, Method::DELETE, &hold, None).await?;
+                app.db
+                    .pod_move_end(&pod, Some((&edge, &crate::db::edge_storage_id(&edge))))
+                    .await
+                    .map_err(db_refusal)
+            }
+            // The edge's partial copy goes; the pod stays here.
+            (false, false) => {
+                ask_edge(&app, &edge, Method::DELETE, &copy, None).await?;
+                app.db.pod_move_end(&pod, None).await.map_err(db_refusal)
             }
         }
-        (false, true) => {
-            match app.db.pod_move_end(&pod, Some((&edge, &crate::db::edge_storage_id(&edge)))).await {
-                Ok(()) => ask_edge(&app, &edge, Method::DELETE, &hold, None).await.map(|_| ()).map_err(|_| DbError::Other(format!("the pod is on the edge now, but edge node {edge} could not be told to lift its hold; run `xpod pods migrate` again"))),
-                Err(e) => Err(e),
-            }
-        }
-        // The edge's partial copy goes; the pod stays here.
-        (false, false) => match ask_edge(&app, &edge, Method::DELETE, &copy, None).await {
-            Ok(_) => app.db.pod_move_end(&pod, None).await,
-            Err(resp) => return resp,
-        },
-    };
+    }
+    .await;
     app.placement.forget_pod(&pod);
     app.access.forget_pod(&pod);
     match outcome {
@@ -630,6 +707,162 @@ pub async fn end(
             tracing::info!(pod, action, "move ended");
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => db_refusal(e),
+        Err(resp) => resp,
     }
+}
+
+/// `POST /.cluster/pods/{pod}/rename` (administrator) with `{"to": name}`:
+/// starts renaming one of this node's pods, for instance one whose name
+/// the centre already has when an edge enrols. The new pod is made empty
+/// (and, on an enrolled edge, its name is allocated by the centre first);
+/// both pods carry a move record with one secret, so the command line's
+/// walk reads the old one and writes the new one as the mover, rebasing
+/// IRIs from the old URL to the new. Meanwhile the old pod is read as
+/// usual and refuses writes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    pub to: String,
+}
+
+pub async fn rename_start(
+    _admin: Admin,
+    State(app): State<Arc<App>>,
+    UrlPath(pod): UrlPath<String>,
+    body: Result<Json<Rename>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request body: {e}"),
+            );
+        }
+    };
+    if let Err(why) = crate::pod::validate_name(&req.to) {
+        return refuse(StatusCode::BAD_REQUEST, &why);
+    }
+    let old = match app.placement.pod_fresh(&app.db, &pod).await {
+        Ok(Some(p)) if p.node_id == app.node.id => p,
+        Ok(Some(p)) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("pod {pod} is on node {}: rename it there", p.node_id),
+            );
+        }
+        Ok(None) => return refuse(StatusCode::NOT_FOUND, &format!("no pod {pod}")),
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let me = app.node.id.clone();
+    let secret = crate::idp::oauth::random_token();
+    let moving = moving_json(&me, &me, &crate::idp::accounts::hash(&secret));
+    let new_base = crate::pod::base_url(&app.config, &req.to).to_string();
+    match app.placement.pod_fresh(&app.db, &req.to).await {
+        // Taken up again after an interruption.
+        Ok(Some(p))
+            if p.node_id == me && Moving::of(&p).is_some() && Moving::of(&old).is_some() => {}
+        Ok(Some(_)) => {
+            return refuse(
+                StatusCode::CONFLICT,
+                &format!("a pod {} exists already", req.to),
+            );
+        }
+        Ok(None) => {
+            if app.config.is_edge()
+                && app.config.root.join(super::signal::ENROLLED_FILE).exists()
+                && let Err((status, why)) = super::signal::claim(&app, &req.to).await
+            {
+                return refuse(status, &why);
+            }
+            let record = PodRecord {
+                pod_id: req.to.clone(),
+                base_url: new_base.clone(),
+                node_id: me.clone(),
+                storage_id: app.storage_id.clone(),
+                owner: old.owner.clone(),
+                created_at: crate::db::now_ms(),
+                moving: None,
+            };
+            if let Err(e) = app.db.pod_create(&record).await {
+                return db_refusal(e);
+            }
+        }
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+    let started = async {
+        app.db
+            .pod_move_in(&req.to, &me, &me, &app.storage_id, None, &moving)
+            .await?;
+        app.db.pod_move_out(&pod, &me, &moving).await
+    };
+    if let Err(e) = started.await {
+        return db_refusal(e);
+    }
+    for p in [&pod, &req.to] {
+        app.placement.forget_pod(p);
+    }
+    if let Err(e) = crate::ldp::access::mark_baseline(&app, &req.to).await {
+        return db_refusal(e);
+    }
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "podId": pod,
+            "from": old.base_url,
+            "to": new_base,
+            "secret": secret,
+        })),
+    )
+        .into_response()
+}
+
+/// `POST /.cluster/pods/{pod}/rename/finish` or `.../cancel` with
+/// `{"to": name}`: deletes the old pod (finish) or the new one (cancel),
+/// and lets the other take writes again.
+pub async fn rename_end(
+    _admin: Admin,
+    State(app): State<Arc<App>>,
+    UrlPath((pod, action)): UrlPath<(String, String)>,
+    body: Result<Json<Rename>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request body: {e}"),
+            );
+        }
+    };
+    let (gone, kept) = match action.as_str() {
+        "finish" => (&pod, &req.to),
+        "cancel" => (&req.to, &pod),
+        _ => return refuse(StatusCode::NOT_FOUND, "finish or cancel"),
+    };
+    for p in [&pod, &req.to] {
+        match app.placement.pod_fresh(&app.db, p).await {
+            Ok(Some(r)) if r.node_id == app.node.id => {}
+            Ok(_) if p == gone => {}
+            Ok(_) => return refuse(StatusCode::NOT_FOUND, &format!("this node has no pod {p}")),
+            Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+    let ended = async {
+        app.db.pod_delete(gone).await?;
+        match app.db.pod_move_end(kept, None).await {
+            // Not moving any more: ended before.
+            Err(DbError::Conflict(_)) => Ok(()),
+            other => other,
+        }
+    };
+    if let Err(e) = ended.await {
+        return db_refusal(e);
+    }
+    for p in [gone, kept] {
+        app.placement.forget_pod(p);
+        app.access.forget_pod(p);
+    }
+    tracing::info!(from = %pod, to = %req.to, action, "rename ended");
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -314,8 +314,13 @@ async fn enrol(app: &App, signal: SignalRequest) -> Response {
             .map(|(pod, node)| format!("{pod} (on node {node})"))
             .collect();
         let message = format!(
-            "enrolment refused: the centre already has pods named {}; rename them on the edge, then it enrols with the same token at its next attempt (an enrolment option --rename old=new is planned, not built yet)",
-            list.join(", ")
+            "enrolment refused: the centre already has pods named {}; rename them on the edge ({}), then it enrols with the same token at its next attempt",
+            list.join(", "),
+            clashes
+                .iter()
+                .map(|(pod, _)| format!("`xpod pods rename {pod} <new name>`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         tracing::warn!(node = %id, clashes = %list.join(", "), "refused an edge enrolment: pod names taken");
         return (

@@ -221,6 +221,13 @@ async fn record_holder(app: &App, node: &str, held: bool) {
     if held != app.tunnels.holds(node) {
         return;
     }
+    // The edge may have reconnected to another centre node already: only
+    // this node's own record is cleared.
+    if !held
+        && !matches!(app.db.edge_get(node).await, Ok(Some(e)) if e.tunnel_node.as_deref() == Some(app.node.id.as_str()))
+    {
+        return;
+    }
     let holder = held.then_some(app.node.id.as_str());
     if let Err(e) = app.db.edge_tunnel_set(node, holder).await {
         tracing::warn!(node, error = %e, "cannot record which node holds the edge's tunnel");

@@ -62,6 +62,14 @@ pub fn router(app: Arc<App>) -> Router {
             post(crate::edge::moving::end),
         )
         .route(
+            "/.cluster/pods/{pod}/rename",
+            post(crate::edge::moving::rename_start),
+        )
+        .route(
+            "/.cluster/pods/{pod}/rename/{action}",
+            post(crate::edge::moving::rename_end),
+        )
+        .route(
             "/.cluster/edge/pods/{pod}",
             axum::routing::put(crate::edge::moving::edge_pod).delete(crate::edge::moving::edge_pod),
         )

@@ -73,12 +73,12 @@ pub async fn route(State(app): State<Arc<App>>, req: axum::extract::Request) -> 
 }
 
 /// A request whose sender was checked, and who it acts for.
-struct Routed {
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-    client_addr: Option<std::net::SocketAddr>,
-    credentials: Credentials,
+pub(crate) struct Routed {
+    pub method: axum::http::Method,
+    pub uri: axum::http::Uri,
+    pub headers: axum::http::HeaderMap,
+    pub client_addr: Option<std::net::SocketAddr>,
+    pub credentials: Credentials,
 }
 
 async fn route_verified(
@@ -253,7 +253,7 @@ async fn route_verified(
 /// node if it holds the tunnel, else from the centre node that does (one
 /// signed hop, as between any two nodes). 503 while the edge is not
 /// connected anywhere.
-async fn to_edge(
+pub(crate) async fn to_edge(
     app: &Arc<App>,
     edge: &crate::db::NodeRecord,
     pod: &str,
