@@ -284,6 +284,7 @@ async fn contract(db: Db) {
     followers(&db).await;
     subscriptions(&db).await;
     moves(&db).await;
+    edge_moves(&db).await;
     edges(&db).await;
 }
 
@@ -506,6 +507,170 @@ async fn edges(db: &Db) {
 
 /// A pod's move to another node and storage: progress, the fence, the
 /// switch of owner and blob references, failure and cancellation.
+/// Moves between an edge and the centre: the pod's record, its fence, its
+/// data and the blob references.
+async fn edge_moves(db: &Db) {
+    let moving = |from: &str, to: &str, secret: &str| {
+        format!(r#"{{"from":"{from}","to":"{to}","secretHash":"{secret}","startedAt":1}}"#)
+    };
+    let write = |pod: &str, node: &str, storage: &str| PutRequest {
+        pod_id: pod.into(),
+        writer_node: node.into(),
+        storage_id: storage.into(),
+        ..put("/doc", Some(H2))
+    };
+    let refs = |storage: &'static str| async move {
+        db.blob_get(storage, H2).await.unwrap().map(|b| b.refcount)
+    };
+
+    // Edge to centre: the centre node takes the pod, empty, at once.
+    db.pod_create(&pod("emma", "edge-e")).await.unwrap();
+    db.pod_move_in(
+        "emma",
+        "edge-e",
+        "a",
+        "s-9",
+        Some("https://o.example/#me"),
+        &moving("edge-e", "a", "1"),
+    )
+    .await
+    .unwrap();
+    let emma = db.pod_get("emma").await.unwrap().unwrap();
+    assert_eq!(
+        (emma.node_id.as_str(), emma.storage_id.as_str()),
+        ("a", "s-9")
+    );
+    assert_eq!(emma.owner.as_deref(), Some("https://o.example/#me"));
+    assert!(
+        emma.moving
+            .as_deref()
+            .unwrap()
+            .contains("\"secretHash\":\"1\"")
+    );
+    db.resource_put(&write("emma", "a", "s-9")).await.unwrap();
+    assert_eq!(refs("s-9").await, Some(1));
+    // Taken up again between the same ends: a new secret; other ends: no.
+    db.pod_move_in(
+        "emma",
+        "edge-e",
+        "a",
+        "s-9",
+        None,
+        &moving("edge-e", "a", "2"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        db.pod_get("emma")
+            .await
+            .unwrap()
+            .unwrap()
+            .moving
+            .unwrap()
+            .contains("\"secretHash\":\"2\"")
+    );
+    assert!(matches!(
+        db.pod_move_in(
+            "emma",
+            "edge-x",
+            "a",
+            "s-9",
+            None,
+            &moving("edge-x", "a", "3")
+        )
+        .await,
+        Err(DbError::Conflict(_))
+    ));
+    // Cancelled: back to the edge; the centre's partial copy is gone and
+    // its blob unreferenced.
+    db.pod_move_end("emma", Some(("edge-e", "edge:edge-e")))
+        .await
+        .unwrap();
+    let emma = db.pod_get("emma").await.unwrap().unwrap();
+    assert_eq!(
+        (emma.node_id.as_str(), emma.storage_id.as_str(), emma.moving),
+        ("edge-e", "edge:edge-e", None)
+    );
+    assert!(db.resource_get("emma", "/doc").await.unwrap().is_none());
+    assert!(db.resource_get("emma", "/").await.unwrap().is_none());
+    assert_eq!(refs("s-9").await, Some(0));
+    assert!(
+        db.blob_get("s-9", H2)
+            .await
+            .unwrap()
+            .unwrap()
+            .zero_since
+            .is_some()
+    );
+    // Ending again is done already; ending a pod that is not moving is not.
+    db.pod_move_end("emma", Some(("edge-e", "edge:edge-e")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.pod_move_end("emma", None).await,
+        Err(DbError::Conflict(_))
+    ));
+    // Only the owner may start a move.
+    assert!(matches!(
+        db.pod_move_in(
+            "emma",
+            "edge-x",
+            "a",
+            "s-9",
+            None,
+            &moving("edge-x", "a", "4")
+        )
+        .await,
+        Err(DbError::Conflict(_))
+    ));
+
+    // Centre to edge: fenced while it moves, then handed over without data.
+    db.pod_create(&pod("fay", "a")).await.unwrap();
+    db.resource_put(&write("fay", "a", "s-1")).await.unwrap();
+    let before = refs("s-1").await.unwrap();
+    assert!(matches!(
+        db.pod_move_out("fay", "b", &moving("b", "edge-f", "5"))
+            .await,
+        Err(DbError::Conflict(_))
+    ));
+    db.pod_move_out("fay", "a", &moving("a", "edge-f", "5"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.resource_put(&write("fay", "a", "s-1")).await,
+        Err(DbError::Fenced)
+    ));
+    db.pod_move_end("fay", Some(("edge-f", "edge:edge-f")))
+        .await
+        .unwrap();
+    let fay = db.pod_get("fay").await.unwrap().unwrap();
+    assert_eq!((fay.node_id.as_str(), fay.moving), ("edge-f", None));
+    assert!(db.resource_get("fay", "/doc").await.unwrap().is_none());
+    assert_eq!(refs("s-1").await, Some(before - 1));
+    // Ended without handing over: the fence is lifted, the data stays.
+    db.pod_create(&pod("gil", "a")).await.unwrap();
+    db.pod_move_out("gil", "a", &moving("a", "edge-g", "6"))
+        .await
+        .unwrap();
+    db.pod_move_end("gil", None).await.unwrap();
+    db.resource_put(&write("gil", "a", "s-1")).await.unwrap();
+
+    // A fence by itself, and deleting a pod with its data.
+    db.pod_fence("gil", true).await.unwrap();
+    assert!(matches!(
+        db.resource_put(&write("gil", "a", "s-1")).await,
+        Err(DbError::Fenced)
+    ));
+    db.pod_fence("gil", false).await.unwrap();
+    db.resource_put(&write("gil", "a", "s-1")).await.unwrap();
+    let before = refs("s-1").await.unwrap();
+    assert!(db.pod_delete("gil").await.unwrap());
+    assert!(db.pod_get("gil").await.unwrap().is_none());
+    assert!(db.resource_get("gil", "/doc").await.unwrap().is_none());
+    assert_eq!(refs("s-1").await, Some(before - 1));
+    assert!(!db.pod_delete("gil").await.unwrap());
+}
+
 async fn moves(db: &Db) {
     const H3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
     const H4: &str = "4444444444444444444444444444444444444444444444444444444444444444";
