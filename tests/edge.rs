@@ -780,6 +780,15 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
         .unwrap();
     assert_eq!(put.status(), 205, "the pod takes writes again");
 
+    // Logins are the centre's: the edge does not answer them in its name.
+    let account = ns.block_on(async move {
+        support::http_get("127.0.0.1", port, "/.account/").map(|r| (r.0, r.2))
+    });
+    assert!(
+        matches!(&account, Some((421, why)) if why.contains("accounts and logins are on its centre")),
+        "{account:?}"
+    );
+
     // The centre dies: the edge keeps serving its LAN, where split DNS
     // sends the canonical host name to the edge.
     centre.stop_with(libc::SIGKILL);

@@ -144,6 +144,11 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             account_html::html,
         ))
+        // An edge shares its centre's base URL but not its accounts.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            no_accounts_on_edges,
+        ))
         .layer(axum::extract::DefaultBodyLimit::disable())
         // Inside CORS, so a refusal carries the CORS headers a browser
         // needs to show it.
@@ -161,6 +166,32 @@ pub fn router(app: Arc<App>) -> Router {
             forwarded::forwarded,
         ))
         .with_state(app)
+}
+
+/// On an edge: accounts, logins and the identity provider live on the
+/// centre, whose base URL the edge shares. Answering them here would issue
+/// tokens in the centre's name with the edge's keys; LAN clients are sent
+/// to the centre's address instead.
+async fn no_accounts_on_edges(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let identity = path.starts_with("/.account/")
+        || path.starts_with("/.oidc/")
+        || path == "/.well-known/openid-configuration";
+    match &app.config.signal_endpoint {
+        Some(centre) if identity => (
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this is an edge node: accounts and logins are on its centre ({}); reach it at its public address, not through the home network's DNS\n",
+                centre.host_str().unwrap_or("?")
+            ),
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 /// Counts every request and times it to the response head.
