@@ -202,7 +202,11 @@ pub async fn check_signed(
     };
     signed
         .verify(public, sig)
-        .map_err(|why| format!("{why} (node {node}): the edge's node.key is not the key it enrolled with; enrol it again with a new token"))?;
+        .map_err(|why| {
+            format!(
+                "{why} (node {node}): either a reverse proxy in front of the centre changed the request's Host or path (pass Host through, or set X-Forwarded-Host from a proxy listed in CSS_TRUSTED_PROXIES, and keep the path), or the edge's node.key is not the key it enrolled with (then create a new edge with `xpod nodes create-edge`)"
+            )
+        })?;
     if !nonces.first_sighting(nonce, date, now) {
         return Err("replayed (its nonce was seen before)".into());
     }

@@ -177,6 +177,7 @@ pub async fn route(
         body,
         client_addr,
         &credentials,
+        crate::http::proxy::Patience::NODE,
     )
     .await
     .unwrap_or_else(|resp| resp)
@@ -499,14 +500,15 @@ async fn ask_edge(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, Response> {
-    let (status, reply) = super::tunnel::call(app, edge, method, path, body)
-        .await
-        .map_err(|why| {
-            refuse(
+    let (status, reply) = match super::tunnel::call(app, edge, method, path, body).await {
+        Ok(answer) => answer,
+        Err(why) => {
+            return Err(refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!("edge node {edge} {why}; run the command on the centre node that holds its tunnel, once it is connected"),
-            )
-        })?;
+                &format!("edge node {edge} {why}; {}", holder_hint(app, edge).await),
+            ));
+        }
+    };
     if !status.is_success() {
         return Err(refuse(
             StatusCode::BAD_GATEWAY,
@@ -517,6 +519,17 @@ async fn ask_edge(
         ));
     }
     Ok(reply)
+}
+
+/// Where the edge's tunnel is, for an error that asks the operator to run
+/// the command elsewhere or later.
+async fn holder_hint(app: &App, edge: &str) -> String {
+    match app.db.edge_get(edge).await.ok().flatten().and_then(|e| e.tunnel_node) {
+        Some(node) if node != app.node.id => format!(
+            "its tunnel is open to centre node {node}: run the command there (a move to the edge also needs the pod on that node first: `xpod pods migrate <pod> --to {node}`)"
+        ),
+        _ => "it is not connected: run the command again once it is (`xpod nodes list` shows it reachable)".into(),
+    }
 }
 
 fn moving_json(from: &str, to: &str, secret_hash: &str) -> String {
@@ -594,7 +607,8 @@ async fn centre_to_edge(
         return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!(
-                "edge node {edge} has no tunnel open to this node; run the command on the centre node that holds it"
+                "edge node {edge} has no tunnel open to this node; {}",
+                holder_hint(app, edge).await
             ),
         ));
     }

@@ -47,6 +47,15 @@ const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// this (plus [`UPLOAD_GRACE_PER_MIB`] per MiB of request body).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const UPLOAD_GRACE_PER_MIB: Duration = Duration::from_millis(200);
+/// A centre node that forwards an edge pod's request to the node holding
+/// the tunnel waits as long as that node waits for the edge, and a second.
+pub const PATIENCE_THROUGH_HOLDER: proxy::Patience = proxy::Patience {
+    head: HEAD_TIMEOUT.saturating_add(Duration::from_secs(1)),
+    per_mib: UPLOAD_GRACE_PER_MIB,
+};
+/// A tunnel whose every stream is busy, or an upload the edge stops taking,
+/// gets this long before the request is answered with 503.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The edge's reconnection backoff.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
@@ -273,8 +282,13 @@ pub async fn forward(
     {
         headers.insert(crate::auth::FORWARDED_AGENT, v);
     }
-    // HTTP/2 frames the body itself.
+    // HTTP/2 frames the body itself. The centre checked the caller's
+    // credentials; they stay here, and so do the client's cookies.
     headers.remove(header::TRANSFER_ENCODING);
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        headers.remove(name);
+    }
+    headers.remove("dpop");
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let target: Uri = match format!(
         "{}://{}{path_and_query}",
@@ -291,10 +305,12 @@ pub async fn forward(
         }
     };
     let sent = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let has_body = headers.contains_key(header::CONTENT_LENGTH) || !body_is_empty(&body);
     let body = if has_body {
         let counter = sent.clone();
+        let finished = finished.clone();
         let mut done = Some(done_tx);
         let mut inner = body.into_data_stream();
         Body::from_stream(async_stream::stream! {
@@ -305,6 +321,7 @@ pub async fn forward(
                 }
                 yield chunk;
             }
+            finished.store(true, Ordering::Relaxed);
             if let Some(tx) = done.take() {
                 let _ = tx.send(());
             }
@@ -320,8 +337,10 @@ pub async fn forward(
     let Ok(request) = request.body(body) else {
         return Ok((StatusCode::BAD_REQUEST, "the request cannot be forwarded\n").into_response());
     };
-    if sender.ready().await.is_err() {
-        return Err(unavailable(edge, pod, "dropped its tunnel"));
+    match tokio::time::timeout(STALL_TIMEOUT, sender.ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(unavailable(edge, pod, "dropped its tunnel")),
+        Err(_) => return Err(unavailable(edge, pod, "has no free stream on its tunnel")),
     }
     let send = sender.send_request(request);
     tokio::pin!(send);
@@ -331,9 +350,27 @@ pub async fn forward(
         let mib = sent.load(Ordering::Relaxed) / (1024 * 1024);
         tokio::time::sleep(HEAD_TIMEOUT + UPLOAD_GRACE_PER_MIB * mib as u32).await;
     };
+    // An upload the edge stops taking (its flow-control window stays shut)
+    // would otherwise never reach the head deadline.
+    let stalled = async {
+        let mut seen = u64::MAX;
+        loop {
+            tokio::time::sleep(STALL_TIMEOUT).await;
+            if finished.load(Ordering::Relaxed) {
+                // Sent whole: the head deadline takes over.
+                std::future::pending::<()>().await;
+            }
+            let now = sent.load(Ordering::Relaxed);
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    };
     let resp = tokio::select! {
         r = &mut send => r,
         _ = head_deadline => return Err(unavailable(edge, pod, "did not answer within 10 s")),
+        _ = stalled, if has_body => return Err(unavailable(edge, pod, "stopped taking the request's body")),
     };
     let resp = match resp {
         Ok(r) => r,
@@ -344,6 +381,8 @@ pub async fn forward(
     };
     let (mut parts, incoming) = resp.into_parts();
     proxy::strip_connection_headers(&mut parts.headers);
+    // A pod sets no cookies on the centre's origin.
+    parts.headers.remove(header::SET_COOKIE);
     let mut out = Response::from_parts(parts, Body::new(incoming));
     out.headers_mut().remove(header::TRANSFER_ENCODING);
     Ok(out)

@@ -27,6 +27,22 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 pub const HEAD_TIMEOUT: Duration = Duration::from_millis(2000);
 pub const UPLOAD_GRACE_PER_MIB: Duration = Duration::from_millis(100);
 
+/// How long a forwarded request waits for the response head once it is
+/// sent: a base, plus a grace per MiB of request body.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    pub head: Duration,
+    pub per_mib: Duration,
+}
+
+impl Patience {
+    /// For another node serving the pod itself.
+    pub const NODE: Patience = Patience {
+        head: HEAD_TIMEOUT,
+        per_mib: UPLOAD_GRACE_PER_MIB,
+    };
+}
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -165,6 +181,7 @@ pub async fn forward(
     body: Body,
     client_addr: Option<SocketAddr>,
     credentials: &crate::auth::Credentials,
+    patience: Patience,
 ) -> Result<Response, Response> {
     let Outgoing {
         authority,
@@ -244,6 +261,7 @@ pub async fn forward(
             &url,
             headers,
             body.take().filter(|_| has_body),
+            patience,
         )
         .await?;
         if let session::Auth::Session { id, .. } = &auth
@@ -283,6 +301,7 @@ pub async fn forward(
 }
 
 /// Sends one request to the owner and waits (bounded) for its response head.
+#[allow(clippy::too_many_arguments)]
 async fn send(
     app: &App,
     owner: &NodeRecord,
@@ -291,6 +310,7 @@ async fn send(
     url: &str,
     headers: HeaderMap,
     body: Option<Body>,
+    patience: Patience,
 ) -> Result<reqwest::Response, Response> {
     let sent = Arc::new(AtomicU64::new(0));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -320,11 +340,14 @@ async fn send(
         // The clock starts once the whole request is on its way.
         let _ = done_rx.await;
         let mib = sent.load(Relaxed) / (1024 * 1024);
-        tokio::time::sleep(HEAD_TIMEOUT + UPLOAD_GRACE_PER_MIB * mib as u32).await;
+        tokio::time::sleep(patience.head + patience.per_mib * mib as u32).await;
     };
     let resp = tokio::select! {
         r = &mut send => r,
-        _ = head_deadline => return Err(unreachable(owner, pod, "no response within 2 s")),
+        _ = head_deadline => {
+            let why = format!("no response within {} s", patience.head.as_secs());
+            return Err(unreachable(owner, pod, &why));
+        }
     };
     match resp {
         Ok(r) => Ok(r),

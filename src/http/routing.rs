@@ -232,6 +232,7 @@ async fn route_verified(
             body.take().unwrap_or_default(),
             client_addr,
             &credentials,
+            proxy::Patience::NODE,
         )
         .await
         {
@@ -305,6 +306,8 @@ pub(crate) async fn to_edge(
         body,
         client_addr,
         &credentials,
+        // The holder waits for the edge; this node waits a little longer.
+        crate::edge::tunnel::PATIENCE_THROUGH_HOLDER,
     )
     .await
     .unwrap_or_else(|resp| resp)
