@@ -226,6 +226,16 @@ fn edge_cli(ns: &Netns, env: &[(&str, &str)], args: &[&str]) -> std::process::Ou
         .unwrap()
 }
 
+/// A client that reaches `pods.test` (the canonical host) at 127.0.0.1 of
+/// the namespace it is used in: the centre from the host, the edge from the
+/// edge's namespace (split DNS).
+fn canonical_client(port: u16) -> Client {
+    Client::builder()
+        .resolve("pods.test", format!("127.0.0.1:{port}").parse().unwrap())
+        .build()
+        .unwrap()
+}
+
 /// Deterministic bytes that do not compress.
 fn noise(len: usize) -> Vec<u8> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -288,6 +298,14 @@ async fn snapshot(
     out
 }
 
+/// Waits until a GET of `url` answers 200.
+async fn until_ok(http: &Client, url: &str, limit: Duration, what: &str) {
+    eventually(limit, what, || async move {
+        http.get(url).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
     if !support::is_root() {
@@ -316,10 +334,7 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
         .unwrap()
         .trim()
         .to_string();
-    let http = Client::builder()
-        .resolve("pods.test", format!("127.0.0.1:{port}").parse().unwrap())
-        .build()
-        .unwrap();
+    let http = canonical_client(port);
 
     // A WebID of the centre's identity provider, for the DPoP request later.
     let carol = account_sequence(&http, &base, "carol", "carol@example.test").await;
@@ -377,10 +392,7 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
         );
         let card = format!("<#me> <http://xmlns.com/foaf/0.1/knows> <{base}erin-old/other#it> .\n");
         let put = ns.block_on(async move {
-            let http = Client::builder()
-                .resolve("pods.test", format!("127.0.0.1:{port}").parse().unwrap())
-                .build()
-                .unwrap();
+            let http = canonical_client(port);
             http.put(format!("http://pods.test:{port}/erin-old/card.ttl"))
                 .header("content-type", "text/turtle")
                 .body(card)
@@ -402,10 +414,7 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
             String::from_utf8_lossy(&out.stderr)
         );
         let (new, old) = ns.block_on(async move {
-            let http = Client::builder()
-                .resolve("pods.test", format!("127.0.0.1:{port}").parse().unwrap())
-                .build()
-                .unwrap();
+            let http = canonical_client(port);
             let new = http
                 .get(format!("http://pods.test:{port}/erin/card.ttl"))
                 .send()
@@ -438,14 +447,11 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
 
     // Enrolment registered both pods under the edge, and the tunnel opened.
     let url = |path: &str| format!("{base}{path}");
-    eventually(
+    until_ok(
+        &http,
+        &url("alice/"),
         Duration::from_secs(20),
         "the edge's pods answering through the centre",
-        || {
-            let http = http.clone();
-            let url = url("alice/");
-            async move { http.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
-        },
     )
     .await;
     let pod: Value = http
@@ -608,14 +614,11 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
 
     // It comes back and is served again, with nobody doing anything.
     let edge = Edge::start(&ns, &borrowed(&edge_env), &edge_log, port);
-    eventually(
+    until_ok(
+        &http,
+        &url("alice/notes/hello.txt"),
         Duration::from_secs(30),
         "the edge's pod answering again",
-        || {
-            let http = http.clone();
-            let url = url("alice/notes/hello.txt");
-            async move { http.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
-        },
     )
     .await;
 
@@ -793,10 +796,7 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
     // sends the canonical host name to the edge.
     centre.stop_with(libc::SIGKILL);
     let lan = ns.block_on(async move {
-        let http = Client::builder()
-            .resolve("pods.test", format!("127.0.0.1:{port}").parse().unwrap())
-            .build()
-            .unwrap();
+        let http = canonical_client(port);
         let url = format!("http://pods.test:{port}/alice/notes/hello.txt");
         let get = http.get(&url).send().await.unwrap();
         let status = get.status().as_u16();
