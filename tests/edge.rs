@@ -330,6 +330,20 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
         ("CSS_INTERNAL_IP", "127.0.0.1".into()),
     ];
     let mut centre = Server::start("127.0.0.1", &borrowed(&centre_env), dir.path());
+    // A second centre node, which the edge does not connect to.
+    let mut second_env = centre_env.clone();
+    for (name, value) in second_env.iter_mut() {
+        match *name {
+            "CSS_ROOT_FILE_PATH" => *value = dir.path().join("centre-2").display().to_string(),
+            "CSS_HOST" | "CSS_INTERNAL_IP" => *value = "127.0.0.2".into(),
+            _ => {}
+        }
+    }
+    let _second = Server::start("127.0.0.2", &borrowed(&second_env), dir.path());
+    let via_second = Client::builder()
+        .resolve("pods.test", format!("127.0.0.2:{port}").parse().unwrap())
+        .build()
+        .unwrap();
     let admin = std::fs::read_to_string(centre_root.join("admin.token"))
         .unwrap()
         .trim()
@@ -513,6 +527,29 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
         "{listing}"
     );
 
+    // The other centre node sends them to the node that holds the tunnel.
+    let get = via_second
+        .get(url("alice/notes/hello.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (get.status().as_u16(), served_by(&get)),
+        (200, edge_id.clone())
+    );
+    assert_eq!(get.text().await.unwrap(), "hello from afar");
+    let put = via_second
+        .put(url("alice/notes/second.txt"))
+        .header("content-type", "text/plain")
+        .body("through two centre nodes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (put.status().as_u16(), served_by(&put)),
+        (201, edge_id.clone())
+    );
+
     // Many requests at once share the tunnel.
     let many = (0..32).map(|i| {
         let http = http.clone();
@@ -611,6 +648,14 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
     );
     assert!(down.headers().contains_key("retry-after"));
     assert!(down.text().await.unwrap().contains(&edge_id));
+    let started = Instant::now();
+    let down = via_second
+        .get(url("alice/notes/hello.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(5));
 
     // It comes back and is served again, with nobody doing anything.
     let edge = Edge::start(&ns, &borrowed(&edge_env), &edge_log, port);
@@ -619,6 +664,13 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
         &url("alice/notes/hello.txt"),
         Duration::from_secs(30),
         "the edge's pod answering again",
+    )
+    .await;
+    until_ok(
+        &via_second,
+        &url("alice/notes/hello.txt"),
+        Duration::from_secs(10),
+        "the edge's pod answering again through the other centre node",
     )
     .await;
 
