@@ -1128,8 +1128,9 @@ async fn end_edge_move(config: &Config, pod: &str, action: &str) -> Result<ExitC
     .await?;
     if status != reqwest::StatusCode::NO_CONTENT {
         return Err(Failure::Other(format!(
-            "the move of pod {pod} could not {action}: {}; run the same command again",
-            json["error"].as_str().unwrap_or(status.as_str())
+            "the move of pod {pod} could not {action}: {}{}",
+            json["error"].as_str().unwrap_or(status.as_str()),
+            again(status)
         )));
     }
     if action == "cancel" {
@@ -1179,8 +1180,9 @@ async fn rename_pod(
             .await?;
             if status != reqwest::StatusCode::NO_CONTENT {
                 return Err(Failure::Other(format!(
-                    "the rename of pod {pod} could not {action}: {}; run the same command again",
-                    json["error"].as_str().unwrap_or(status.as_str())
+                    "the rename of pod {pod} could not {action}: {}{}",
+                    json["error"].as_str().unwrap_or(status.as_str()),
+                    again(status)
                 )));
             }
             Ok(())
@@ -1256,4 +1258,15 @@ fn mover_endpoint(
             .build()
             .map_err(anyhow::Error::from)?,
     })
+}
+
+/// What to add to a failed step of a move or rename: a failure the node
+/// could not help (it or the edge unavailable) passes when the same
+/// command runs again; a refusal says itself what to do.
+fn again(status: reqwest::StatusCode) -> &'static str {
+    if status.is_server_error() {
+        "; run the same command again"
+    } else {
+        ""
+    }
 }

@@ -447,21 +447,49 @@ async fn edges(db: &Db) {
     let of = |pods: Vec<PodRecord>| pods.into_iter().map(|p| p.pod_id).collect::<Vec<_>>();
     assert_eq!(of(db.pods_of_node("edge-1").await.unwrap()), ["eve"]);
     assert!(of(db.pods_of_node("centre-e").await.unwrap()).contains(&"taken".to_string()));
-    // Known pods are left alone; pods no longer listed stay.
+    // Known pods are left alone; a pod no longer listed is deregistered
+    // (its name is free again) unless it is moving.
     assert_eq!(
         db.edge_signal("edge-1", "0.2.0", &listed(&[("eve", "eve")]), now + 20)
             .await
             .unwrap(),
         vec![]
     );
+    assert_eq!(db.pod_get("eve").await.unwrap().unwrap(), eve);
+    db.pod_create(&pod("ida", "edge-1")).await.unwrap();
+    db.pod_move_in(
+        "ida",
+        "edge-1",
+        "centre-e",
+        "s-1",
+        None,
+        r#"{"from":"edge-1","to":"centre-e","secretHash":"x","startedAt":1}"#,
+    )
+    .await
+    .unwrap();
+    db.pod_create(&pod("jo", "edge-1")).await.unwrap();
+    db.pod_move_out(
+        "jo",
+        "edge-1",
+        r#"{"from":"edge-1","to":"edge-2","secretHash":"x","startedAt":1}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         db.edge_signal("edge-1", "0.2.0", &[], now + 30)
             .await
             .unwrap(),
         vec![]
     );
-    assert_eq!(of(db.pods_of_node("edge-1").await.unwrap()), ["eve"]);
-    assert_eq!(db.pod_get("eve").await.unwrap().unwrap(), eve);
+    assert_eq!(of(db.pods_of_node("edge-1").await.unwrap()), ["jo"]);
+    assert!(
+        db.pod_get("eve").await.unwrap().is_none(),
+        "eve's name is free"
+    );
+    assert_eq!(
+        db.pod_get("ida").await.unwrap().unwrap().node_id,
+        "centre-e"
+    );
 
     // The centre node that holds the tunnel.
     db.edge_tunnel_set("edge-1", Some("centre-e"))
@@ -505,8 +533,6 @@ async fn edges(db: &Db) {
     ));
 }
 
-/// A pod's move to another node and storage: progress, the fence, the
-/// switch of owner and blob references, failure and cancellation.
 /// Moves between an edge and the centre: the pod's record, its fence, its
 /// data and the blob references.
 async fn edge_moves(db: &Db) {
@@ -671,6 +697,8 @@ async fn edge_moves(db: &Db) {
     assert!(!db.pod_delete("gil").await.unwrap());
 }
 
+/// A pod's move to another node and storage: progress, the fence, the
+/// switch of owner and blob references, failure and cancellation.
 async fn moves(db: &Db) {
     const H3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
     const H4: &str = "4444444444444444444444444444444444444444444444444444444444444444";

@@ -450,6 +450,25 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
             xpod::rdf::parse(new.1.as_bytes(), xpod::rdf::Syntax::Turtle, &card_url).unwrap();
         let objects: Vec<String> = triples.iter().map(|t| t.object.to_string()).collect();
         assert_eq!(objects, [format!("<{base}erin/other#it>")], "{}", new.1);
+        // No rename is under way: nothing to cancel, and nothing deleted.
+        for (args, said) in [
+            (
+                vec!["pods", "rename", "erin", "erin"],
+                "has that name already",
+            ),
+            (
+                vec!["pods", "rename", "alice", "erin", "--cancel"],
+                "no rename of pod alice to erin",
+            ),
+        ] {
+            let out = edge_cli(&ns, &borrowed(&edge_env), &args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && stderr.contains(said), "{stderr}");
+        }
+        let still = ns.block_on(async move {
+            support::http_get("127.0.0.1", port, "/erin/card.ttl").map(|r| r.0)
+        });
+        assert_eq!(still, Some(200));
         edge.kill();
     }
     edge_env.push(("CSS_NODE_TOKEN", token));

@@ -238,8 +238,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Records an enrolled edge's heartbeat (its node's version and last
     /// heartbeat, the edge's last signal) and registers the listed pods
     /// `(name, base URL)` it does not own yet, with no resources: their
-    /// data stays on the edge. A pod the edge owns already is left alone,
-    /// as are its pods it no longer lists. Returns the pods refused, with
+    /// data stays on the edge. A pod the edge owns already is left alone;
+    /// one it no longer lists (deleted, renamed) is deregistered, unless it
+    /// is moving, so its name is free again. Returns the pods refused, with
     /// why (the name or base URL belongs to another node). `NotFound` if
     /// the edge's node is not registered.
     async fn edge_signal(

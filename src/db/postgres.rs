@@ -919,6 +919,24 @@ impl MetadataStore for PostgresStore {
                         }
                     }
                 }
+                // A pod the edge no longer has (deleted, renamed) frees its name.
+                let registered: Vec<String> = tx
+                    .query(
+                        "SELECT pod_id FROM pods WHERE node_id = $1 AND moving IS NULL FOR UPDATE",
+                        &[&id],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                for gone in registered
+                    .iter()
+                    .filter(|p| !pods.iter().any(|(l, _)| l == *p))
+                {
+                    tx.execute("DELETE FROM pods WHERE pod_id = $1", &[gone])
+                        .await?;
+                    owner_event(tx, gone).await?;
+                }
                 Ok(refused)
             })
         })

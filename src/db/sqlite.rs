@@ -832,6 +832,22 @@ impl MetadataStore for SqliteStore {
                     }
                 }
             }
+            // A pod the edge no longer has (deleted, renamed) frees its name.
+            let registered: Vec<String> = c
+                .prepare("SELECT pod_id FROM pods WHERE node_id = ?1 AND moving IS NULL")
+                .map_err(err)?
+                .query_map([&id], |r| r.get(0))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            for gone in registered
+                .iter()
+                .filter(|p| !pods.iter().any(|(l, _)| l == *p))
+            {
+                c.execute("DELETE FROM pods WHERE pod_id = ?1", [gone])
+                    .map_err(err)?;
+                owner_event(c, gone)?;
+            }
             Ok(refused)
         })
         .await

@@ -65,6 +65,10 @@ pub struct Moving {
     /// only be finished (never cancelled), and the pod is read from `to`.
     #[serde(default)]
     pub finishing: bool,
+    /// For a rename (`from` and `to` are this node): the new name, on both
+    /// the old pod and the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename: Option<String>,
 }
 
 impl Moving {
@@ -415,8 +419,15 @@ pub async fn start(
             return refuse(
                 StatusCode::CONFLICT,
                 &format!(
-                    "pod {pod} is already moving from node {} to node {}; finish or cancel that first",
-                    m.from, m.to
+                    "pod {pod} is already moving from node {} to node {}; finish it with `xpod pods migrate {pod} --to {}`{}",
+                    m.from,
+                    m.to,
+                    m.to,
+                    if m.finishing {
+                        ""
+                    } else {
+                        ", or add --cancel to give it up"
+                    }
                 ),
             );
         }
@@ -532,13 +543,14 @@ async fn holder_hint(app: &App, edge: &str) -> String {
     }
 }
 
-fn moving_json(from: &str, to: &str, secret_hash: &str) -> String {
+fn moving_json(from: &str, to: &str, secret_hash: &str, rename: Option<&str>) -> String {
     serde_json::to_string(&Moving {
         from: from.to_string(),
         to: to.to_string(),
         secret_hash: secret_hash.to_string(),
         started_at: crate::db::now_ms(),
         finishing: false,
+        rename: rename.map(str::to_string),
     })
     .expect("a move serialises")
 }
@@ -575,17 +587,32 @@ async fn edge_to_centre(
     )
     .await?;
     let owner = reply["owner"].as_str().map(str::to_string);
-    app.db
+    let taken = app
+        .db
         .pod_move_in(
             pod,
             edge,
             &app.node.id,
             &app.storage_id,
             owner.as_deref(),
-            &moving_json(edge, &app.node.id, secret_hash),
+            &moving_json(edge, &app.node.id, secret_hash, None),
         )
-        .await
-        .map_err(db_refusal)?;
+        .await;
+    if let Err(e) = taken {
+        // No move was recorded: the edge takes writes again.
+        let hold = format!("/.cluster/edge/pods/{pod}/hold");
+        if ask_edge(app, edge, Method::DELETE, &hold, None)
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                pod,
+                edge,
+                "a move failed to start and the edge could not be told to lift its hold; run the command again"
+            );
+        }
+        return Err(db_refusal(e));
+    }
     app.placement.forget_pod(pod);
     app.access.forget_pod(pod);
     // Its ACLs come with it: the start-up pass must leave them alone.
@@ -617,7 +644,7 @@ async fn centre_to_edge(
         .pod_move_out(
             pod,
             &app.node.id,
-            &moving_json(&app.node.id, edge, secret_hash),
+            &moving_json(&app.node.id, edge, secret_hash, None),
         )
         .await
         .map_err(db_refusal)?;
@@ -768,18 +795,60 @@ pub async fn rename_start(
         Ok(None) => return refuse(StatusCode::NOT_FOUND, &format!("no pod {pod}")),
         Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
+    if req.to == pod {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("pod {pod} has that name already"),
+        );
+    }
+    // An account's pod holds the WebID its logins name.
+    if old.owner.as_deref() == Some(format!("{}profile/card#me", old.base_url).as_str()) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "pod {pod} belongs to an account whose WebID ({}profile/card#me) its logins name, so it keeps its name; copy its data into a new pod with `xpod pods export` and `xpod pods import` instead",
+                old.base_url
+            ),
+        );
+    }
+    let renaming_to = |p: &PodRecord| Moving::of(p).and_then(|m| m.rename) == Some(req.to.clone());
+    if app.holds.holds(&pod) {
+        return refuse(
+            StatusCode::CONFLICT,
+            &format!("pod {pod} is moving to the centre; rename it once that is done"),
+        );
+    }
+    if let Some(m) = Moving::of(&old)
+        && !renaming_to(&old)
+    {
+        let what = match &m.rename {
+            Some(other) => format!(
+                "being renamed to {other}: finish that with `xpod pods rename {pod} {other}`, or add --cancel"
+            ),
+            None => format!(
+                "moving from node {} to node {}: rename it once that is done",
+                m.from, m.to
+            ),
+        };
+        return refuse(StatusCode::CONFLICT, &format!("pod {pod} is {what}"));
+    }
     let me = app.node.id.clone();
     let secret = crate::idp::oauth::random_token();
-    let moving = moving_json(&me, &me, &crate::idp::accounts::hash(&secret));
+    let moving = moving_json(
+        &me,
+        &me,
+        &crate::idp::accounts::hash(&secret),
+        Some(&req.to),
+    );
     let new_base = crate::pod::base_url(&app.config, &req.to).to_string();
+    let mut created = false;
     match app.placement.pod_fresh(&app.db, &req.to).await {
         // Taken up again after an interruption.
-        Ok(Some(p))
-            if p.node_id == me && Moving::of(&p).is_some() && Moving::of(&old).is_some() => {}
+        Ok(Some(p)) if p.node_id == me && renaming_to(&p) && renaming_to(&old) => {}
         Ok(Some(_)) => {
             return refuse(
                 StatusCode::CONFLICT,
-                &format!("a pod {} exists already", req.to),
+                &format!("a pod {} exists already; choose another name", req.to),
             );
         }
         Ok(None) => {
@@ -801,6 +870,7 @@ pub async fn rename_start(
             if let Err(e) = app.db.pod_create(&record).await {
                 return db_refusal(e);
             }
+            created = true;
         }
         Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
@@ -811,6 +881,11 @@ pub async fn rename_start(
         app.db.pod_move_out(&pod, &me, &moving).await
     };
     if let Err(e) = started.await {
+        // Nothing half made stays behind.
+        if created && let Err(undo) = app.db.pod_delete(&req.to).await {
+            tracing::error!(pod = %req.to, error = %undo, "cannot delete the pod a failed rename made");
+        }
+        app.placement.forget_pod(&req.to);
         return db_refusal(e);
     }
     for p in [&pod, &req.to] {
@@ -854,21 +929,50 @@ pub async fn rename_end(
         "cancel" => (&req.to, &pod),
         _ => return refuse(StatusCode::NOT_FOUND, "finish or cancel"),
     };
-    for p in [&pod, &req.to] {
-        match app.placement.pod_fresh(&app.db, p).await {
-            Ok(Some(r)) if r.node_id == app.node.id => {}
-            Ok(_) if p == gone => {}
-            Ok(_) => return refuse(StatusCode::NOT_FOUND, &format!("this node has no pod {p}")),
-            Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    if pod == req.to {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("pod {pod} has that name already"),
+        );
+    }
+    let look = |p: String| {
+        let app = app.clone();
+        async move { app.placement.pod_fresh(&app.db, &p).await }
+    };
+    let (gone_pod, kept_pod) = match (look(gone.clone()).await, look(kept.clone()).await) {
+        (Ok(g), Ok(k)) => (g, k),
+        (Err(e), _) | (_, Err(e)) => {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+        }
+    };
+    let renaming = |p: &Option<PodRecord>| {
+        p.as_ref()
+            .filter(|p| p.node_id == app.node.id)
+            .and_then(Moving::of)
+            .filter(|m| m.rename.as_deref() == Some(req.to.as_str()))
+    };
+    match (renaming(&gone_pod), renaming(&kept_pod), &gone_pod) {
+        // Both halves of this rename: one goes, the other stays.
+        (Some(g), Some(k), _) if g.secret_hash == k.secret_hash => {}
+        // Ended before, but for lifting the mark on the pod that stays.
+        (None, Some(_), None) => {}
+        // Ended before.
+        (None, None, None) if kept_pod.as_ref().is_some_and(|k| k.node_id == app.node.id) => {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        _ => {
+            return refuse(
+                StatusCode::CONFLICT,
+                &format!(
+                    "there is no rename of pod {pod} to {} under way on this node",
+                    req.to
+                ),
+            );
         }
     }
     let ended = async {
         app.db.pod_delete(gone).await?;
-        match app.db.pod_move_end(kept, None).await {
-            // Not moving any more: ended before.
-            Err(DbError::Conflict(_)) => Ok(()),
-            other => other,
-        }
+        app.db.pod_move_end(kept, None).await
     };
     if let Err(e) = ended.await {
         return db_refusal(e);

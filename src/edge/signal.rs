@@ -392,7 +392,7 @@ async fn record(app: &App, node: &str, signal: &SignalRequest) -> Response {
         tracing::info!(
             node,
             pods = %unlisted.join(", "),
-            "the edge no longer lists these pods; they stay registered to it"
+            "the edge no longer lists these pods, which are moving; they stay registered to it until the move ends"
         );
     }
     let interval = app.config.edge_signal_interval;
@@ -704,7 +704,7 @@ impl Edge {
         }
         if changed(|r| format!("{:?}", r.refused)) {
             for pod in &reply.refused {
-                tracing::warn!(pod = %pod.name, reason = %pod.reason, "the centre refused to register this pod; rename it on this edge");
+                tracing::warn!(pod = %pod.name, reason = %pod.reason, "the centre refused to register this pod; unless it is moving between this edge and the centre, rename it on this edge (`xpod pods rename`)");
             }
         }
     }

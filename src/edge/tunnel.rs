@@ -370,7 +370,7 @@ pub async fn forward(
     let resp = tokio::select! {
         r = &mut send => r,
         _ = head_deadline => return Err(unavailable(edge, pod, "did not answer within 10 s")),
-        _ = stalled, if has_body => return Err(unavailable(edge, pod, "stopped taking the request's body")),
+        _ = stalled, if has_body => return Err(unavailable(edge, pod, "saw the request's body stop flowing for 30 s")),
     };
     let resp = match resp {
         Ok(r) => r,

@@ -185,7 +185,7 @@ async fn no_accounts_on_edges(
         Some(centre) if identity => (
             StatusCode::MISDIRECTED_REQUEST,
             format!(
-                "this is an edge node: accounts and logins are on its centre ({}); reach it at its public address, not through the home network's DNS\n",
+                "this is an edge node: accounts and logins are on its centre ({}); log in from outside the home network, or through a second name of the centre that the home network's DNS leaves alone\n",
                 centre.host_str().unwrap_or("?")
             ),
         )
