@@ -250,10 +250,6 @@ pub struct EdgePodRequest {
     pub owner: Option<String>,
 }
 
-fn from_centre(extension: &Option<axum::Extension<super::tunnel::FromCentre>>) -> bool {
-    extension.is_some()
-}
-
 /// `PUT|DELETE /.cluster/edge/pods/{pod}/hold` on an edge, from the centre:
 /// holds the pod read-only (answering its owner), or lifts the hold.
 pub async fn edge_hold(
@@ -262,7 +258,7 @@ pub async fn edge_hold(
     method: Method,
     centre: Option<axum::Extension<super::tunnel::FromCentre>>,
 ) -> Response {
-    if !from_centre(&centre) {
+    if centre.is_none() {
         return refuse(
             StatusCode::FORBIDDEN,
             "only the centre may hold or release pods, through the tunnel",
@@ -314,7 +310,7 @@ pub async fn edge_pod(
     centre: Option<axum::Extension<super::tunnel::FromCentre>>,
     body: Option<Json<EdgePodRequest>>,
 ) -> Response {
-    if !from_centre(&centre) {
+    if centre.is_none() {
         return refuse(
             StatusCode::FORBIDDEN,
             "only the centre may create or delete pods here, through the tunnel",

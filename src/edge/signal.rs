@@ -29,7 +29,6 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -126,13 +125,12 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 
 /// A new enrolment token: 32 random bytes, unpadded base64url.
 pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    crate::idp::oauth::random_token()
 }
 
-/// How a token is stored: SHA-256, hex.
+/// How a token is stored: SHA-256, hex, as every token and secret is.
 pub fn token_hash(token: &str) -> String {
-    super::body_sha256(token.as_bytes())
+    crate::idp::accounts::hash(token)
 }
 
 /// The centre's signal URL, under its base URL.

@@ -89,15 +89,6 @@ impl Tunnels {
         self.get(node).is_some()
     }
 
-    /// How many edges are connected here.
-    pub fn len(&self) -> usize {
-        self.open.lock().expect("tunnels").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn insert(&self, node: &str, sender: Sender) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // A newer tunnel replaces an older one: the edge reconnected and

@@ -173,8 +173,9 @@ async fn route_verified(
                 return resp;
             }
         }
+        let owner = app.placement.node(&app.db, &pod.node_id).await;
         // An edge's pod goes through the edge's tunnel.
-        if let Ok(Some(owner)) = app.placement.node(&app.db, &pod.node_id).await
+        if let Ok(Some(owner)) = &owner
             && owner.kind == "edge"
         {
             let request = Routed {
@@ -184,7 +185,7 @@ async fn route_verified(
                 client_addr,
                 credentials,
             };
-            return to_edge(app, &owner, &pod.pod_id, request, body.take(), forwarded).await;
+            return to_edge(app, owner, &pod.pod_id, request, body.take(), forwarded).await;
         }
         if forwarded && !fresh {
             // Our cache may be the stale one: ask the database before refusing.
@@ -211,7 +212,7 @@ async fn route_verified(
             )
             .into_response();
         }
-        let owner = match app.placement.node(&app.db, &pod.node_id).await {
+        let owner = match owner {
             Ok(Some(n)) => n,
             Ok(None) => {
                 return LdpError::unavailable(format!(
