@@ -69,6 +69,8 @@ pub struct App {
     pub tunnels: crate::edge::tunnel::Tunnels,
     /// On an edge: its pods held read-only while they move.
     pub holds: crate::edge::moving::Holds,
+    /// The SPARQL sidecars' indexes and evaluation slots.
+    pub sparql: crate::sparql::Sparql,
 }
 
 /// Makes sure the root file path exists and is writable, before anything is put there.
@@ -198,6 +200,7 @@ impl App {
             access: Default::default(),
             tunnels: Default::default(),
             holds,
+            sparql: Default::default(),
             nonces: Default::default(),
             sessions: Default::default(),
             notify: Default::default(),

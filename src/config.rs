@@ -140,6 +140,8 @@ const SETTINGS: &[Setting] = &[
         Some("--cache-max-size"),
     ),
     setting("max_body_size", "CSS_MAX_BODY_SIZE", None),
+    setting("sparql_timeout", "CSS_SPARQL_TIMEOUT", None),
+    setting("sparql_max_results", "CSS_SPARQL_MAX_RESULTS", None),
     setting("blob_gc_grace", "CSS_BLOB_GC_GRACE", None),
     setting("blob_gc_interval", "CSS_BLOB_GC_INTERVAL", None),
     setting("node_id", "CSS_NODE_ID", Some("--node-id")),
@@ -255,6 +257,10 @@ pub struct Config {
     pub cache_path: PathBuf,
     pub cache_max_size: u64,
     pub max_body_size: u64,
+    /// The longest a SPARQL query or update may run.
+    pub sparql_timeout: std::time::Duration,
+    /// The most rows (or triples) a SPARQL query may answer with.
+    pub sparql_max_results: u64,
     /// How long a blob stays unreferenced before it may be collected.
     pub blob_gc_grace: std::time::Duration,
     /// How often the collector runs.
@@ -516,6 +522,20 @@ impl Config {
         };
         let cache_max_size = p.value("cache_max_size", "10GiB", parse_size)?;
         let max_body_size = p.value("max_body_size", "10GiB", parse_size)?;
+        let sparql_timeout = p.value("sparql_timeout", "10s", |v| {
+            let d = parse_duration(v)?;
+            if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(3600)
+            {
+                return Err("expected a duration from 10ms to 1h".into());
+            }
+            Ok(d)
+        })?;
+        let sparql_max_results = p.value("sparql_max_results", "10000", |v| {
+            match v.trim().parse::<u64>() {
+                Ok(n) if (1..=100_000_000).contains(&n) => Ok(n),
+                _ => Err("expected a whole number from 1 to 100000000".to_string()),
+            }
+        })?;
         let blob_gc_grace = p.value("blob_gc_grace", "1h", parse_duration)?;
         let blob_gc_interval = p.value("blob_gc_interval", "10m", |v| {
             parse_duration(v).and_then(|d| {
@@ -664,6 +684,8 @@ impl Config {
             cache_path,
             cache_max_size,
             max_body_size,
+            sparql_timeout,
+            sparql_max_results,
             blob_gc_grace,
             blob_gc_interval,
             node_id,
@@ -1555,6 +1577,30 @@ mod tests {
         assert_eq!(c.edge_signal_interval, std::time::Duration::from_secs(2));
         for bad in ["0s", "500ms", "6m"] {
             assert!(load(&[("CSS_EDGE_SIGNAL_INTERVAL", bad)]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sparql_limits() {
+        let load = |pairs: &[(&str, &str)]| Config::from_parts(&no_file(), &env(pairs));
+        let c = load(&[]).unwrap();
+        assert_eq!(c.sparql_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.sparql_max_results, 10_000);
+        let c = load(&[
+            ("CSS_SPARQL_TIMEOUT", "250ms"),
+            ("CSS_SPARQL_MAX_RESULTS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(c.sparql_timeout, std::time::Duration::from_millis(250));
+        assert_eq!(c.sparql_max_results, 5);
+        for (name, bad) in [
+            ("CSS_SPARQL_TIMEOUT", "0s"),
+            ("CSS_SPARQL_TIMEOUT", "2h"),
+            ("CSS_SPARQL_MAX_RESULTS", "0"),
+            ("CSS_SPARQL_MAX_RESULTS", "many"),
+        ] {
+            let e = load(&[(name, bad)]).unwrap_err().0;
+            assert!(e.starts_with(&format!("{name}=")), "{bad}: {e}");
         }
     }
 

@@ -51,6 +51,7 @@ pub mod notify;
 pub mod outbound;
 pub mod pod;
 pub mod rdf;
+pub mod sparql;
 pub mod systemd;
 pub mod update;
 pub mod walk;

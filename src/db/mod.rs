@@ -375,6 +375,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// `create_only` and the path exists. `PreconditionFailed`, `NotOwner`.
     async fn resource_put(&self, req: &PutRequest) -> DbResult<PutOutcome>;
 
+    /// [`Self::resource_put`] of several resources in one transaction:
+    /// every write commits, or none does (the first error is returned).
+    async fn resource_put_all(&self, reqs: &[PutRequest]) -> DbResult<Vec<PutOutcome>>;
+
     /// Deletes a resource (a container only when empty: else `Conflict`).
     async fn resource_delete(
         &self,

@@ -1426,6 +1426,30 @@ impl MetadataStore for PostgresStore {
         .await
     }
 
+    async fn resource_put_all(&self, reqs: &[PutRequest]) -> DbResult<Vec<PutOutcome>> {
+        // One order for every such transaction, so that two of them
+        // cannot wait on each other's rows.
+        let mut order: Vec<usize> = (0..reqs.len()).collect();
+        order.sort_by(|&a, &b| {
+            (&reqs[a].pod_id, &reqs[a].path).cmp(&(&reqs[b].pod_id, &reqs[b].path))
+        });
+        let reqs = reqs.to_vec();
+        let mut outcomes = self
+            .retrying(move |tx| {
+                let (reqs, order) = (reqs.clone(), order.clone());
+                Box::pin(async move {
+                    let mut out = Vec::with_capacity(reqs.len());
+                    for i in order {
+                        out.push((i, put_in(tx, &reqs[i]).await?));
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
+        outcomes.sort_by_key(|(i, _)| *i);
+        Ok(outcomes.into_iter().map(|(_, o)| o).collect())
+    }
+
     async fn resource_delete(
         &self,
         pod_id: &str,

@@ -1284,6 +1284,12 @@ impl MetadataStore for SqliteStore {
         self.write_tx(move |c| put_in(c, &req)).await
     }
 
+    async fn resource_put_all(&self, reqs: &[PutRequest]) -> DbResult<Vec<PutOutcome>> {
+        let reqs = reqs.to_vec();
+        self.write_tx(move |c| reqs.iter().map(|r| put_in(c, r)).collect())
+            .await
+    }
+
     async fn resource_delete(
         &self,
         pod_id: &str,

@@ -125,7 +125,16 @@ pub async fn route(
         None => return busy(&target.pod),
     };
     if *node == app.node.id {
-        return crate::ldp::serve(app, target, method, headers, body, &credentials).await;
+        return crate::ldp::serve(
+            app,
+            target,
+            method,
+            headers,
+            uri.query(),
+            body,
+            &credentials,
+        )
+        .await;
     }
     let record = match app.placement.node(&app.db, node).await {
         Ok(Some(n)) => n,

@@ -165,7 +165,16 @@ async fn route_verified(
             if let Some(agent) = credentials.agent() {
                 tracing::debug!(pod = %target.pod, webid = %agent.webid, "serving an authenticated request");
             }
-            return ldp::serve(app, target, method, headers, body, &credentials).await;
+            return ldp::serve(
+                app,
+                target,
+                method,
+                headers,
+                uri.query(),
+                body,
+                &credentials,
+            )
+            .await;
         }
         if let Some((owner, resp)) = failed_owner.take() {
             // Still the same unreachable owner: answer without waiting again.

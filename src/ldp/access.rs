@@ -560,6 +560,24 @@ pub async fn may_read(app: &App, target: &Target, caller: &Caller<'_>) -> Result
         .map(|_| ())
 }
 
+/// Whether the caller may read `target` (an existing resource), without
+/// the refusal: what the SPARQL sidecar asks of every document it might
+/// query. An `.acl` needs Control, as a GET of it does.
+pub async fn readable(app: &App, target: &Target, caller: &Caller<'_>) -> Result<bool, LdpError> {
+    if caller.mover {
+        return Ok(true);
+    }
+    let (subject, on_acl) = match protected(&target.path) {
+        Some(p) => (p, true),
+        None => (target.path.as_str(), false),
+    };
+    let (user, _) = modes_on(app, target, subject, caller).await?;
+    if on_acl {
+        return Ok(user.covers(Modes::CONTROL) || is_owner(app, target, caller).await?);
+    }
+    Ok(user.covers(Modes::READ))
+}
+
 /// Writes an ACL document into a pod (at pod creation).
 pub async fn write_acl(
     app: &App,

@@ -25,12 +25,14 @@ use crate::app::App;
 use error::LdpError;
 use target::Target;
 
-/// Serves a request for a pod this node owns.
+/// Serves a request for a pod this node owns (`query`: the request URL's
+/// query string, read only by a SPARQL sidecar).
 pub async fn serve(
     app: &Arc<App>,
     target: &Target,
     method: Method,
     headers: HeaderMap,
+    query: Option<&str>,
     body: Body,
     credentials: &crate::auth::Credentials,
 ) -> Response {
@@ -39,6 +41,11 @@ pub async fn serve(
     // drained after the response: a client still sending would otherwise
     // see a broken pipe instead of the answer.
     let caller = access::Caller::of(app, target, &headers, credentials);
+    if let Some(container) = target.sidecar() {
+        let container = target.at(container);
+        return crate::sparql::serve(app, &container, &method, &headers, query, body, &caller)
+            .await;
+    }
     // A PATCH needs the modes of what it does: read it first (it is small).
     let mut body = Some(body);
     let mut shape = None;

@@ -33,7 +33,26 @@ impl Target {
     pub fn is_container(&self) -> bool {
         self.path.ends_with('/')
     }
+
+    /// The container whose SPARQL sidecar (`{container}-/sparql`) this
+    /// is, if it is one.
+    pub fn sidecar(&self) -> Option<&str> {
+        self.path
+            .ends_with(SIDECAR)
+            .then(|| &self.path[..self.path.len() - SIDECAR.len() + 1])
+    }
+
+    /// The target of another path in the same pod.
+    pub fn at(&self, path: &str) -> Target {
+        Target {
+            path: path.to_string(),
+            ..self.clone()
+        }
+    }
 }
+
+/// The tail of a SPARQL sidecar's path: `/{container}/-/sparql`.
+pub const SIDECAR: &str = "/-/sparql";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum TargetError {
@@ -77,7 +96,8 @@ pub fn check_path(raw: &str) -> Result<(), TargetError> {
         if decoded.chars().any(|c| c.is_control()) {
             return bad("the request path contains a control character");
         }
-        if decoded == "-" {
+        // `-` names the sidecars of a container: only `{container}/-/sparql`.
+        if decoded == "-" && (i + 2 != segments.len() || segments[i + 1] != "sparql") {
             return bad("'-' is reserved and cannot name a resource");
         }
         if segment.is_empty() && i + 1 != segments.len() {
@@ -145,16 +165,37 @@ mod tests {
             "/alice/%2e%2e/x",
             "/alice/a%2Fb",
             "/alice/a%00b",
-            "/alice/-/sparql",
+            "/alice/-",
+            "/alice/-/",
+            "/alice/-/x",
+            "/alice/-/sparql/",
+            "/alice/-/sparql/x",
+            "/alice/-/-/sparql",
             "/alice/a//b",
             "/alice/%ff",
         ] {
             assert!(matches!(check_path(bad), Err(TargetError::Bad(_))), "{bad}");
         }
         assert!(check_path(&format!("/alice/{}", "a".repeat(MAX_PATH))).is_err());
+        let at = |path: &str| Target {
+            pod: "alice".into(),
+            path: path.into(),
+            pod_url: "http://x/alice/".into(),
+        };
+        assert_eq!(at("/-/sparql").sidecar(), Some("/"));
+        assert_eq!(at("/c/d/-/sparql").sidecar(), Some("/c/d/"));
+        assert_eq!(at("/c-/sparql").sidecar(), None);
+        assert_eq!(at("/c/sparql").sidecar(), None);
         assert!(check_path(&"/a".repeat(MAX_DEPTH + 1)).is_err());
         assert!(check_path(&"/a".repeat(MAX_DEPTH)).is_ok());
-        for good in ["/alice/", "/alice/a%20b.txt", "/alice/c/d/", "/alice/x-y"] {
+        for good in [
+            "/alice/",
+            "/alice/a%20b.txt",
+            "/alice/c/d/",
+            "/alice/x-y",
+            "/alice/-/sparql",
+            "/alice/c/-/sparql",
+        ] {
             assert!(check_path(good).is_ok(), "{good}");
         }
     }

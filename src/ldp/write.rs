@@ -42,6 +42,17 @@ pub async fn put_resource(app: &App, req: &PutRequest) -> DbResult<PutOutcome> {
     outcome
 }
 
+/// Commits several resource rows in one transaction (see
+/// [`crate::db::MetadataStore::resource_put_all`]), waiting out a
+/// migration's fence.
+pub async fn put_resources(app: &App, reqs: &[PutRequest]) -> DbResult<Vec<PutOutcome>> {
+    let outcome = unfenced(|| app.db.resource_put_all(reqs)).await;
+    for req in reqs {
+        app.access.forget(&req.pod_id, &req.path);
+    }
+    outcome
+}
+
 /// Deletes a resource row, waiting out a migration's fence.
 pub async fn delete_resource(
     app: &App,

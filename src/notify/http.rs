@@ -385,7 +385,8 @@ pub fn topic_target(app: &App, topic: &str) -> Option<crate::ldp::target::Target
     let mut headers = HeaderMap::new();
     headers.insert(header::HOST, HeaderValue::from_str(&authority).ok()?);
     let target = crate::ldp::target::resolve(&app.config, &uri, &headers).ok()?;
-    (target.url() == topic).then_some(target)
+    // A SPARQL sidecar is not a resource: it has no changes to tell of.
+    (target.url() == topic && target.sidecar().is_none()).then_some(target)
 }
 
 /// `DELETE /.notifications/{type}/{id}`: ends a channel. The id is the

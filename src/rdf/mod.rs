@@ -190,6 +190,24 @@ fn quality(ranges: &[Range], media_type: &str) -> f32 {
     best.map(|(_, q)| q).unwrap_or(0.0)
 }
 
+/// The media type of `offers` that an Accept header prefers (ties go to
+/// the earlier offer; no Accept header takes the first), or `None` when
+/// it accepts none of them.
+pub fn preferred<'a>(accept: Option<&str>, offers: &[&'a str]) -> Option<&'a str> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return offers.first().copied();
+    };
+    let ranges = accept_ranges(accept);
+    let mut best: Option<(f32, &str)> = None;
+    for offer in offers {
+        let q = quality(&ranges, offer);
+        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, offer));
+        }
+    }
+    best.map(|(_, offer)| offer)
+}
+
 /// What to send for a document stored as `stored` (an RDF syntax or not).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Choice {
@@ -269,6 +287,19 @@ mod tests {
             negotiate(Some("text/turtle"), None, "image/png"),
             Choice::NotAcceptable
         );
+    }
+
+    #[test]
+    fn preferred_offers() {
+        let offers = ["application/sparql-results+json", "text/csv"];
+        assert_eq!(preferred(None, &offers), Some(offers[0]));
+        assert_eq!(preferred(Some("*/*"), &offers), Some(offers[0]));
+        assert_eq!(preferred(Some("text/*"), &offers), Some("text/csv"));
+        assert_eq!(
+            preferred(Some("text/csv;q=0.9, application/*;q=0.5"), &offers),
+            Some("text/csv")
+        );
+        assert_eq!(preferred(Some("image/png"), &offers), None);
     }
 
     #[test]
