@@ -6,7 +6,10 @@
 //           ({container}-/sparql), JSON results parsed;
 //   fetch   what a Solid client must do without one: walk the LDP
 //           containers (ldp:contains), GET every document, parse its Turtle
-//           with the n3 package and filter in JavaScript.
+//           with the n3 package and filter in JavaScript;
+//   ask     `ASK {}` to the sidecar, what it costs whatever the query: the
+//           server lists the documents, checks access, refreshes its index
+//           and forks an evaluation, which reads nothing (answer: true).
 //
 // The question: the title and date of every task whose status is done,
 // ordered by date, then title. Every answer is checked against the one the
@@ -259,14 +262,14 @@ async function load(o) {
 // ------------------------------------------------------------ answers
 
 // One SPARQL query: [answer, client].
-async function viaSparql(base, method, max = 1) {
-  const client = new Client(max);
+async function viaSparql(base, method, query = QUERY) {
+  const client = new Client(1);
   const url = `${base}${DATA}-/sparql`;
   const accept = { accept: "application/sparql-results+json" };
   const res =
     method === "POST"
-      ? await client.request("POST", url, { ...accept, "content-type": "application/sparql-query" }, QUERY)
-      : await client.request("GET", `${url}?query=${encodeURIComponent(QUERY)}`, accept);
+      ? await client.request("POST", url, { ...accept, "content-type": "application/sparql-query" }, query)
+      : await client.request("GET", `${url}?query=${encodeURIComponent(query)}`, accept);
   if (res.status !== 200) throw refused(`${method} ${url} (the query)`, res);
   if (!/^application\/sparql-results\+json\b/.test(res.headers["content-type"] || "")) {
     throw refused(`${method} ${url} (the query): Content-Type is not application/sparql-results+json;`, res);
@@ -277,6 +280,7 @@ async function viaSparql(base, method, max = 1) {
   } catch (e) {
     throw new Error(`${method} ${url}: the body is not JSON (${e.message}), content-type ${res.headers["content-type"]}:\n${res.body.slice(0, 2000)}`);
   }
+  if (typeof json.boolean === "boolean") return [[[String(json.boolean), ""]], client];
   const rows = json.results.bindings.map((b) => [b.title && b.title.value, b.date && b.date.value]);
   return [rows, client];
 }
@@ -388,7 +392,12 @@ async function answer(o, phase, approach, run, want) {
   const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const [rows, client] =
-    how === "sparql" ? await viaSparql(base, o.method) : await viaFetch(base, whole(o, "concurrency"));
+    how === "sparql"
+      ? await viaSparql(base, o.method)
+      : how === "ask"
+        ? await viaSparql(base, o.method, "ASK {}")
+        : await viaFetch(base, whole(o, "concurrency"));
+  if (how === "ask") want = [["true", ""]];
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   const cpu = process.cpuUsage(c0);
   const k1 = ticks(pid);
