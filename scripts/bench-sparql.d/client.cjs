@@ -432,15 +432,20 @@ async function measure(o) {
   }
 }
 
-// PUTs one document with its status flipped, then times the query that
-// follows: the index must re-read that document.
+// Times a query (the control, nothing changed since the last one), then
+// PUTs one document with its status flipped and times the query that
+// follows: the index must re-read that document. Both in one process, in
+// turn, so that they compare like with like.
 async function afterWrite(o) {
   const docs = whole(o, "docs");
   const containers = whole(o, "containers");
   const runs = whole(o, "runs");
   const flipped = new Set();
   warmParser(docs, containers);
+  await warmHttp(o, ["xpod-sparql"]);
+  await answer(o, "warmup", "xpod-sparql", 0, expected(docs, containers));
   for (let r = 1; r <= runs; r++) {
+    fs.appendFileSync(o.out, await answer(o, "before-write", "xpod-sparql", r, expected(docs, containers, flipped)));
     // Spread over the containers; a different document each time.
     const i = Math.floor(((r - 1) * docs) / runs + r) % docs;
     flipped.add(i);
