@@ -132,25 +132,36 @@ fn stopped(app: &App, stop: Stop) -> LdpError {
     }
 }
 
-/// The RDF documents under `container`, and the paths of those the caller
-/// may read.
-async fn documents(
-    app: &App,
-    container: &Target,
-    caller: &Caller<'_>,
-) -> Result<(Vec<ResourceRecord>, HashSet<String>), LdpError> {
-    let docs: Vec<ResourceRecord> = index::list(app, container)
-        .await?
-        .into_iter()
-        .filter(|d| rdf::input_syntax(&d.content_type).is_some())
-        .collect();
+/// What is under a container, as a request to its sidecar sees it.
+struct Listing {
+    /// Every resource under it (not the containers).
+    all: Vec<ResourceRecord>,
+    /// The RDF documents among them ([`is_data`]).
+    data: Vec<ResourceRecord>,
+    /// The paths of the documents the caller may read.
+    readable: HashSet<String>,
+}
+
+async fn listing(app: &App, container: &Target, caller: &Caller<'_>) -> Result<Listing, LdpError> {
+    let all = index::list(app, container).await?;
+    let data: Vec<ResourceRecord> = all.iter().filter(|d| is_data(d)).cloned().collect();
     let mut readable = HashSet::new();
-    for doc in &docs {
+    for doc in &data {
         if access::readable(app, &container.at(&doc.path), caller).await? {
             readable.insert(doc.path.clone());
         }
     }
-    Ok((docs, readable))
+    Ok(Listing {
+        all,
+        data,
+        readable,
+    })
+}
+
+/// Whether a resource is one of the documents SPARQL sees: RDF, not an ACL
+/// (ACLs describe access, not the pod's data).
+fn is_data(record: &ResourceRecord) -> bool {
+    rdf::input_syntax(&record.content_type).is_some() && access::protected(&record.path).is_none()
 }
 
 /// Runs `work` in a child process ([`isolate`]) once a slot is free,
@@ -231,14 +242,14 @@ async fn query(
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let shape = Shape::of(&parsed, accept)?;
     let deadline = tokio::time::Instant::now() + app.config.sparql_timeout;
-    let (docs, readable) = tokio::time::timeout_at(deadline, documents(app, container, caller))
+    let listing = tokio::time::timeout_at(deadline, listing(app, container, caller))
         .await
         .map_err(|_| timed_out(app))??;
     let snapshot = tokio::time::timeout_at(
         deadline,
         app.sparql
             .indexes
-            .snapshot(app, container, &docs, &readable),
+            .snapshot(app, container, &listing.data, &listing.readable),
     )
     .await
     .map_err(|_| timed_out(app))??;

@@ -160,24 +160,13 @@ async fn attempt(
     caller: &Caller<'_>,
     deadline: tokio::time::Instant,
 ) -> Result<Option<Response>, LdpError> {
-    let all = index::list(app, container).await?;
+    let listing = super::listing(app, container, caller).await?;
     let by_path: HashMap<&str, &ResourceRecord> =
-        all.iter().map(|r| (r.path.as_str(), r)).collect();
-    let docs: Vec<ResourceRecord> = all
-        .iter()
-        .filter(|d| rdf::input_syntax(&d.content_type).is_some())
-        .cloned()
-        .collect();
-    let mut readable = HashSet::new();
-    for doc in &docs {
-        if access::readable(app, &container.at(&doc.path), caller).await? {
-            readable.insert(doc.path.clone());
-        }
-    }
+        listing.all.iter().map(|r| (r.path.as_str(), r)).collect();
     let snapshot = app
         .sparql
         .indexes
-        .snapshot(app, container, &docs, &readable)
+        .snapshot(app, container, &listing.data, &listing.readable)
         .await?;
     // The copy the update runs on: the readable documents, as loaded.
     let scratch = index::copy_graphs(&snapshot.store, container, snapshot.etags.keys())?;
@@ -345,6 +334,9 @@ fn document_path(container: &Target, base: &str, name: &str) -> Result<String, L
         return Err(not_a_document(
             "is not a document URL (it has a fragment or query)",
         ));
+    }
+    if access::protected(rest).is_some() {
+        return Err(not_a_document("is an ACL; change ACLs with PUT or PATCH"));
     }
     let path = format!("{}{rest}", container.path);
     target::check_path(&path).map_err(|e| match e {
