@@ -541,6 +541,94 @@ async fn queries_see_the_documents_under_the_container_that_the_agent_may_read()
         400
     );
 
+    let r = w
+        .call(
+            Some(&w.alice),
+            "PUT",
+            "data/%2D/sparql",
+            &[("content-type", "text/turtle")],
+            Some(""),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Text nested deep enough to overflow a parser's stack is refused, or
+    // parsed where it can do no harm; the server stays up either way.
+    for depth in [2_000, 20_000] {
+        let nested = format!("FILTER({}1{})", "(".repeat(depth), ")".repeat(depth));
+        let deep = format!("SELECT * WHERE {{ ?s ?p ?o {nested} }}");
+        let r = send(
+            &w.node.http,
+            Some(&w.alice),
+            "POST",
+            &url("data/-/sparql"),
+            &[("content-type", "application/sparql-query")],
+            &[],
+            Some(&deep),
+        )
+        .await;
+        assert!(
+            r.status == 200 || r.status == 400,
+            "{depth}: {} {}",
+            r.status,
+            r.body
+        );
+        let update = format!("INSERT {{ GRAPH <a.ttl> {{ <#a> <#b> 1 }} }} WHERE {{ {nested} }}");
+        let r = w.update(Some(&w.alice), "data/", &update).await;
+        assert!(
+            r.status == 204 || r.status == 400,
+            "{depth}: {} {}",
+            r.status,
+            r.body
+        );
+        // PATCH reads SPARQL Update too, before access control.
+        let r = w
+            .call(
+                None,
+                "PATCH",
+                "data/a.ttl",
+                &[("content-type", "application/sparql-update")],
+                Some(&update),
+            )
+            .await;
+        assert!(
+            r.status == 401 || r.status == 400,
+            "{depth}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    assert_eq!(
+        w.select(Some(&w.alice), "data/", DONE_TITLES).await.status,
+        200
+    );
+
+    // Each document's blank nodes are its own, even under the same label.
+    w.put(
+        "data/blank1.ttl",
+        "text/turtle",
+        &format!("_:b0 <{EX}name> \"one\".\n"),
+    )
+    .await;
+    w.put(
+        "data/blank2.ttl",
+        "text/turtle",
+        &format!("_:b0 <{EX}secret> \"two\".\n"),
+    )
+    .await;
+    let joined = format!("SELECT ?n ?s WHERE {{ ?x <{EX}name> ?n . ?x <{EX}secret> ?s }}");
+    let r = w.select(Some(&w.alice), "data/", &joined).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.column("n").is_empty(), "{}", r.body);
+    for path in ["data/blank1.ttl", "data/blank2.ttl"] {
+        assert_eq!(
+            w.call(Some(&w.alice), "DELETE", path, &[], None)
+                .await
+                .status,
+            205
+        );
+    }
+
     // Every write is seen by the next query: a new document, a changed
     // one, a deleted one.
     w.put(
