@@ -163,6 +163,34 @@ async fn listing(app: &App, container: &Target, caller: &Caller<'_>) -> Result<L
     })
 }
 
+/// Lists the container and brings its index up to date, by `deadline`.
+async fn prepare(
+    app: &App,
+    container: &Target,
+    caller: &Caller<'_>,
+    deadline: tokio::time::Instant,
+) -> Result<(Listing, index::Snapshot), LdpError> {
+    let listing = tokio::time::timeout_at(deadline, listing(app, container, caller))
+        .await
+        .map_err(|_| timed_out(app))??;
+    let snapshot = tokio::time::timeout_at(
+        deadline,
+        app.sparql
+            .indexes
+            .snapshot(app, container, &listing.data, &listing.readable),
+    )
+    .await
+    .map_err(|_| timed_out(app))??;
+    Ok((listing, snapshot))
+}
+
+/// A SPARQL parser reading relative IRIs against `base`.
+fn parser(base: &str) -> Result<spargebra::SparqlParser, Stop> {
+    spargebra::SparqlParser::new()
+        .with_base_iri(base)
+        .map_err(|e| Stop::Other(LdpError::bad_request(e.to_string())))
+}
+
 /// Whether a resource is one of the documents SPARQL sees: RDF, not an ACL
 /// (ACLs describe access, not the pod's data).
 fn is_data(record: &ResourceRecord) -> bool {
@@ -244,27 +272,13 @@ async fn query(
     rdf::check_nesting(text).map_err(LdpError::bad_request)?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let deadline = tokio::time::Instant::now() + app.config.sparql_timeout;
-    let listing = tokio::time::timeout_at(deadline, listing(app, container, caller))
-        .await
-        .map_err(|_| timed_out(app))??;
-    let snapshot = tokio::time::timeout_at(
-        deadline,
-        app.sparql
-            .indexes
-            .snapshot(app, container, &listing.data, &listing.readable),
-    )
-    .await
-    .map_err(|_| timed_out(app))??;
+    let (_, snapshot) = prepare(app, container, caller, deadline).await?;
     let base = container.url();
     let max = app.config.sparql_max_results;
     let work = |store: &oxigraph::store::Store| -> Result<Vec<u8>, Stop> {
-        let parsed = spargebra::SparqlParser::new()
-            .with_base_iri(&base)
-            .map_err(|e| Stop::Other(LdpError::bad_request(e.to_string())))?
-            .parse_query(text)
-            .map_err(|e| {
-                Stop::Other(LdpError::bad_request(format!("invalid SPARQL query: {e}")))
-            })?;
+        let parsed = parser(&base)?.parse_query(text).map_err(|e| {
+            Stop::Other(LdpError::bad_request(format!("invalid SPARQL query: {e}")))
+        })?;
         let (from, from_named) = protocol::dataset_of(&parsed, request).map_err(Stop::Other)?;
         for graph in from
             .iter()

@@ -20,7 +20,7 @@ use spargebra::term::GraphNamePattern;
 
 use super::isolate::store_access;
 use super::protocol::{Operation, Request};
-use super::{Stop, evaluate, index, timed_out};
+use super::{Stop, evaluate, index};
 use crate::app::App;
 use crate::db::{Condition, DbError, PutRequest, ResourceRecord};
 use crate::ldp::access::{self, Caller};
@@ -161,32 +161,18 @@ async fn attempt(
     caller: &Caller<'_>,
     deadline: tokio::time::Instant,
 ) -> Result<Option<Response>, LdpError> {
-    let listing = tokio::time::timeout_at(deadline, super::listing(app, container, caller))
-        .await
-        .map_err(|_| timed_out(app))??;
+    let (listing, snapshot) = super::prepare(app, container, caller, deadline).await?;
     let by_path: HashMap<&str, &ResourceRecord> =
         listing.all.iter().map(|r| (r.path.as_str(), r)).collect();
-    let snapshot = tokio::time::timeout_at(
-        deadline,
-        app.sparql
-            .indexes
-            .snapshot(app, container, &listing.data, &listing.readable),
-    )
-    .await
-    .map_err(|_| timed_out(app))??;
     let etags = snapshot.etags.clone();
     let broken = snapshot.broken.clone();
     let base = container.url();
     // In the child: the snapshot's store holds exactly the readable
     // documents; the update runs on a copy of it.
     let work = |store: &Store| -> Result<Vec<u8>, Stop> {
-        let parsed = spargebra::SparqlParser::new()
-            .with_base_iri(&base)
-            .map_err(|e| Stop::Other(LdpError::bad_request(e.to_string())))?
-            .parse_update(text)
-            .map_err(|e| {
-                Stop::Other(LdpError::bad_request(format!("invalid SPARQL Update: {e}")))
-            })?;
+        let parsed = super::parser(&base)?.parse_update(text).map_err(|e| {
+            Stop::Other(LdpError::bad_request(format!("invalid SPARQL Update: {e}")))
+        })?;
         let reads = check(&parsed, &base).map_err(Stop::Other)?;
         let fail = |e: oxigraph::store::StorageError| {
             Stop::Other(LdpError::new(
