@@ -100,6 +100,31 @@ async fn any_node_answers_for_any_pod() {
     assert!(list.text().await.unwrap().contains("n1.bin"));
     let none = b.client.get(c.url("nobody/x")).send().await.unwrap();
     assert_eq!(none.status(), 404);
+    // A container's SPARQL sidecar too: written through B, queried
+    // through C with its query string, answered by A.
+    let put = b
+        .client
+        .put(c.url("alice/notes/n2.ttl"))
+        .header("content-type", "text/turtle")
+        .body("<#n2> <http://example.org/title> \"through B\".")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let query = cc
+        .client
+        .get(c.url("alice/notes/-/sparql"))
+        .query(&[(
+            "query",
+            "SELECT ?t WHERE { ?s <http://example.org/title> ?t }",
+        )])
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query.status(), 200);
+    assert_eq!(served_by(&query), a.id, "the owner answered the query");
+    assert_eq!(query.text().await.unwrap(), "t\r\nthrough B\r\n");
 
     // The cluster API needs the administrator credential.
     for path in [".cluster/nodes", ".cluster/pods", ".cluster/pods/alice"] {

@@ -405,7 +405,8 @@ async fn battery(pod: Pod) {
         ("/crud/notes/%2e%2e/x", "'..'"),
         ("/crud/a%2Fb", "encoded slash"),
         ("/crud/a%00b", "NUL"),
-        ("/crud/-/sparql", "reserved"),
+        ("/crud/-/x", "reserved"),
+        ("/crud/-/sparql/x", "reserved"),
     ] {
         let (status, _, body) = raw_request(
             &pod.host,
@@ -419,6 +420,21 @@ async fn battery(pod: Pod) {
         assert_eq!(status, 400, "{path}: {body}");
         assert!(body.contains(why), "{path}: {body}");
     }
+    // `-/sparql` is a container's SPARQL endpoint: nothing can be PUT there.
+    let (status, headers, _) = raw_request(
+        &pod.host,
+        pod.port,
+        "PUT",
+        "/crud/-/sparql",
+        &[("Content-Type", "text/plain")],
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(status, 405);
+    assert_eq!(
+        support::header(&headers, "allow"),
+        Some("OPTIONS, HEAD, GET, POST")
+    );
     let long = format!("/crud/{}", "a".repeat(3000));
     let (status, _, _) = raw_request(&pod.host, pod.port, "GET", &long, &[], b"").unwrap();
     assert_eq!(status, 400);

@@ -97,7 +97,8 @@ pub fn check_path(raw: &str) -> Result<(), TargetError> {
             return bad("the request path contains a control character");
         }
         // `-` names the sidecars of a container: only `{container}/-/sparql`.
-        if decoded == "-" && (i + 2 != segments.len() || segments[i + 1] != "sparql") {
+        let sidecar = *segment == "-" && i + 2 == segments.len() && segments[i + 1] == "sparql";
+        if decoded == "-" && !sidecar {
             return bad("'-' is reserved and cannot name a resource");
         }
         if segment.is_empty() && i + 1 != segments.len() {
@@ -171,6 +172,8 @@ mod tests {
             "/alice/-/sparql/",
             "/alice/-/sparql/x",
             "/alice/-/-/sparql",
+            "/alice/%2D/sparql",
+            "/alice/%2d/sparql",
             "/alice/a//b",
             "/alice/%ff",
         ] {

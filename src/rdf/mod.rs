@@ -90,13 +90,31 @@ pub fn readable_syntax(content_type: &str) -> Option<Syntax> {
 
 /// Parses a document; the error names the line and column.
 pub fn parse(bytes: &[u8], syntax: Syntax, base: &str) -> Result<Vec<Triple>, String> {
+    parse_with(bytes, syntax, base, false)
+}
+
+/// [`parse`], with blank nodes given new, unique labels: for documents
+/// held together in one dataset, where each document's `_:b0` is its own.
+pub fn parse_distinct(bytes: &[u8], syntax: Syntax, base: &str) -> Result<Vec<Triple>, String> {
+    parse_with(bytes, syntax, base, true)
+}
+
+fn parse_with(
+    bytes: &[u8],
+    syntax: Syntax,
+    base: &str,
+    rename: bool,
+) -> Result<Vec<Triple>, String> {
     if syntax == Syntax::Rdfa {
         return rdfa::extract(bytes, base);
     }
-    let parser = RdfParser::from_format(syntax.format())
+    let mut parser = RdfParser::from_format(syntax.format())
         .with_base_iri(base)
         .map_err(|e| format!("invalid base IRI: {e}"))?
         .with_default_graph(GraphName::DefaultGraph);
+    if rename {
+        parser = parser.rename_blank_nodes();
+    }
     let mut triples = Vec::new();
     for quad in parser.for_slice(bytes) {
         let quad = quad.map_err(|e| describe_error(&e, syntax))?;
@@ -144,6 +162,48 @@ pub fn serialize(triples: &[Triple], syntax: Syntax, base: &str) -> Vec<u8> {
             .expect("writing to memory cannot fail");
     }
     writer.finish().expect("writing to memory cannot fail")
+}
+
+/// The most brackets (`(`, `{`, `[`) a SPARQL text may hold. The parser
+/// recurses once per level of nesting, and nesting needs brackets, so
+/// this bounds its depth whatever the text.
+pub const MAX_BRACKETS: usize = 10_000;
+
+/// The stack SPARQL is parsed, evaluated and dropped on: room for
+/// [`MAX_BRACKETS`] levels at a few KiB each (reserved, not used, until
+/// needed).
+const PARSER_STACK: usize = 64 << 20;
+
+/// Refuses a SPARQL text nested past what [`on_parser_stack`] has room for.
+pub fn check_nesting(text: &str) -> Result<(), String> {
+    let brackets = text
+        .bytes()
+        .filter(|b| matches!(b, b'(' | b'{' | b'['))
+        .count();
+    if brackets > MAX_BRACKETS {
+        return Err(format!(
+            "the SPARQL text has {brackets} brackets, more than the {MAX_BRACKETS} accepted; split it into smaller requests"
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `work` (parsing a SPARQL text checked by [`check_nesting`], and
+/// everything done with and dropping what it parsed) on a thread with a
+/// stack deep enough for it: a deeply nested text would overflow the
+/// stack of a runtime thread and abort the process.
+pub fn on_parser_stack<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("sparql".into())
+            .stack_size(PARSER_STACK)
+            .spawn_scoped(scope, work)
+            .expect("cannot start a thread to parse SPARQL");
+        match thread.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// One media range of an Accept header.

@@ -48,6 +48,15 @@ pub fn sparql_update(
     update: &str,
     base: &str,
 ) -> Result<Vec<Triple>, PatchError> {
+    super::check_nesting(update).map_err(PatchError::Syntax)?;
+    super::on_parser_stack(|| sparql_update_here(triples, update, base))
+}
+
+fn sparql_update_here(
+    triples: &[Triple],
+    update: &str,
+    base: &str,
+) -> Result<Vec<Triple>, PatchError> {
     let prepared = SparqlEvaluator::new()
         .with_base_iri(base)
         .map_err(|e| PatchError::Syntax(e.to_string()))?
@@ -101,6 +110,11 @@ pub fn n3_shape(patch: &[u8], base: &str) -> Result<Shape, PatchError> {
 /// deletes, `DELETE/INSERT … WHERE` also reads; graph management (LOAD,
 /// CLEAR, CREATE, DROP) counts as everything.
 pub fn sparql_shape(update: &str, base: &str) -> Result<Shape, PatchError> {
+    super::check_nesting(update).map_err(PatchError::Syntax)?;
+    super::on_parser_stack(|| sparql_shape_here(update, base))
+}
+
+fn sparql_shape_here(update: &str, base: &str) -> Result<Shape, PatchError> {
     use spargebra::GraphUpdateOperation as Op;
     use spargebra::algebra::GraphPattern;
     let parsed = spargebra::SparqlParser::new()

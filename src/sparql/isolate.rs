@@ -1,16 +1,22 @@
 //! Runs a SPARQL evaluation in a child process forked for it, so that a
-//! query can really be stopped: the evaluator checks for cancellation only
-//! where it reads the store, and a cross product or a sort can compute
-//! (and allocate) for minutes without reading anything. The child sees the
-//! index through copy-on-write pages, is limited to [`MEMORY`] of new
-//! address space, writes its answer to a pipe and exits; at the deadline
-//! it is killed, and its CPU and memory are back at once.
+//! request can really be stopped: the evaluator checks for cancellation
+//! only where it reads the store, and a cross product or a sort can
+//! compute (and allocate) for hours without reading anything. The child
+//! sees the index through copy-on-write pages, may add [`MEMORY`] of
+//! address space, writes its answer to a pipe and exits; at the deadline,
+//! or as soon as nobody waits for it, it is killed, and its CPU and memory
+//! are back at once.
 //!
-//! The child runs only the evaluation: it closes every file it inherited
-//! but its pipe, never touches the runtime, and leaves with `_exit`.
+//! The child parses the request's text too (on a deep stack), so that no
+//! text, however nested, can crash the server itself. It closes every file
+//! it inherited but its pipe, never touches the runtime or the log, and
+//! leaves with `_exit`. A fork copies the state of every lock: the parent
+//! reads and writes the index stores only through [`store_access`], which
+//! no fork overlaps, so a child never finds a store's lock held forever.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::RwLock;
 
 use axum::http::StatusCode;
 
@@ -18,6 +24,17 @@ use crate::ldp::error::LdpError;
 
 /// The address space a child may add to what it inherits.
 pub const MEMORY: u64 = 1 << 30;
+
+/// Held (shared) while the parent touches an index store, and exclusively
+/// while it forks.
+static FORK_GATE: RwLock<()> = RwLock::new(());
+
+/// Runs `f`, which reads or writes index stores, where no fork can
+/// happen at the same time.
+pub fn store_access<T>(f: impl FnOnce() -> T) -> T {
+    let _shared = FORK_GATE.read().unwrap_or_else(|e| e.into_inner());
+    f()
+}
 
 /// Why no answer came.
 pub enum Failure {
@@ -28,56 +45,42 @@ pub enum Failure {
     Crashed(String),
 }
 
-/// Runs `work` in a child process and returns what it wrote, or why not,
-/// killing it at `deadline`.
-pub async fn run(
-    deadline: tokio::time::Instant,
-    work: impl FnOnce() -> Result<Vec<u8>, LdpError>,
-) -> Result<Vec<u8>, Failure> {
-    let (reader, pid) = start(work)?;
-    let mut read = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::from(reader);
-        let mut buf = Vec::new();
-        let _ = file.read_to_end(&mut buf);
-        buf
-    });
-    let (message, killed) = tokio::select! {
-        buf = &mut read => (buf.unwrap_or_default(), false),
-        _ = tokio::time::sleep_until(deadline) => {
-            // SAFETY: `pid` is our child, not yet reaped.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            (read.await.unwrap_or_default(), true)
+/// A running child. Dropped before its answer was read (the request went
+/// away), it is killed and reaped.
+pub struct Child {
+    pid: libc::pid_t,
+    read: Option<tokio::task::JoinHandle<Vec<u8>>>,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.read.is_some() {
+            kill(self.pid);
+            let pid = self.pid;
+            std::thread::spawn(move || reap(pid));
         }
-    };
-    let status = tokio::task::spawn_blocking(move || {
-        let mut status = 0;
-        // SAFETY: reaps our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        status
-    })
-    .await
-    .unwrap_or_default();
-    if killed {
-        return Err(Failure::TimedOut);
-    }
-    match decode(&message) {
-        Some(result) => result.map_err(Failure::Refused),
-        // Rust aborts when an allocation fails; the kernel kills with SIGKILL.
-        None if libc::WIFSIGNALED(status)
-            && matches!(libc::WTERMSIG(status), libc::SIGABRT | libc::SIGKILL) =>
-        {
-            Err(Failure::OutOfMemory)
-        }
-        None => Err(Failure::Crashed(format!(
-            "the evaluation ended without an answer (wait status {status})"
-        ))),
     }
 }
 
-/// Forks the child that runs `work`: the pipe it answers on, and its pid.
-fn start(
-    work: impl FnOnce() -> Result<Vec<u8>, LdpError>,
-) -> Result<(OwnedFd, libc::pid_t), Failure> {
+fn kill(pid: libc::pid_t) {
+    // SAFETY: `pid` is our child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+fn reap(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: reaps our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    status
+}
+
+/// Forks a child that runs `work` and writes what it returns. `cpu` is
+/// the CPU time it may use before the kernel stops it (a backstop for the
+/// deadline).
+pub fn start(
+    cpu: std::time::Duration,
+    work: impl FnOnce() -> Result<Vec<u8>, LdpError> + Send,
+) -> Result<Child, Failure> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -88,8 +91,11 @@ fn start(
     }
     // SAFETY: both descriptors were just made and are owned here only.
     let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: the child runs only `child`, which ends in `_exit`.
-    let pid = unsafe { libc::fork() };
+    let pid = {
+        let _exclusive = FORK_GATE.write().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the child runs only `child`, which ends in `_exit`.
+        unsafe { libc::fork() }
+    };
     if pid < 0 {
         return Err(Failure::Crashed(format!(
             "cannot fork: {}",
@@ -98,27 +104,90 @@ fn start(
     }
     if pid == 0 {
         drop(reader);
-        child(writer, work);
+        child(writer, cpu, work);
     }
-    Ok((reader, pid))
+    drop(writer);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::from(reader);
+        let mut buf = Vec::new();
+        let _ = file.read_to_end(&mut buf);
+        buf
+    });
+    Ok(Child {
+        pid,
+        read: Some(read),
+    })
 }
 
-/// The child: limit memory, drop inherited files, work, answer, exit.
-fn child(writer: OwnedFd, work: impl FnOnce() -> Result<Vec<u8>, LdpError>) -> ! {
-    use std::os::fd::AsRawFd;
-    let fd = writer.as_raw_fd();
-    close_others(fd);
+/// Waits for the child's answer, killing it at `deadline`.
+pub async fn wait(mut child: Child, deadline: tokio::time::Instant) -> Result<Vec<u8>, Failure> {
+    let mut read = child.read.take().expect("a child is waited for once");
+    let (message, killed) = tokio::select! {
+        buf = &mut read => (buf.unwrap_or_default(), false),
+        _ = tokio::time::sleep_until(deadline) => {
+            kill(child.pid);
+            (read.await.unwrap_or_default(), true)
+        }
+    };
+    let pid = child.pid;
+    let status = tokio::task::spawn_blocking(move || reap(pid))
+        .await
+        .unwrap_or_default();
+    if killed {
+        return Err(Failure::TimedOut);
+    }
+    match decode(&message) {
+        Some(result) => result.map_err(Failure::Refused),
+        // Rust aborts when an allocation fails; the kernel's OOM killer
+        // and the CPU limit kill.
+        None if libc::WIFSIGNALED(status)
+            && matches!(libc::WTERMSIG(status), libc::SIGABRT | libc::SIGKILL) =>
+        {
+            Err(Failure::OutOfMemory)
+        }
+        None if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGXCPU => {
+            Err(Failure::TimedOut)
+        }
+        None => Err(Failure::Crashed(format!(
+            "the evaluation ended without an answer (wait status {status})"
+        ))),
+    }
+}
+
+/// The child: drop inherited files, set limits, work, answer, exit.
+fn child(
+    writer: OwnedFd,
+    cpu: std::time::Duration,
+    work: impl FnOnce() -> Result<Vec<u8>, LdpError> + Send,
+) -> ! {
+    // A panic is answered below; printing it could wait on a lock.
+    std::panic::set_hook(Box::new(|_| {}));
+    let fd = keep_only(writer);
+    // SAFETY: plain system calls on this (child) process.
+    unsafe {
+        // Dies with the thread that forked it, if the server goes away.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        let seconds = cpu.as_secs() + 1;
+        let cpu = libc::rlimit {
+            rlim_cur: seconds,
+            rlim_max: seconds + 1,
+        };
+        libc::setrlimit(libc::RLIMIT_CPU, &cpu);
+    }
     limit_memory();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::rdf::on_parser_stack(work)
+    }));
     let message = match result {
         Ok(Ok(bytes)) => encode(Ok(&bytes)),
         Ok(Err(e)) => encode(Err(&e)),
         Err(_) => encode(Err(&LdpError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "the SPARQL evaluation failed",
+            "the SPARQL evaluation panicked",
         ))),
     };
-    let mut file = std::fs::File::from(writer);
+    // SAFETY: `fd` is the pipe's write end, owned by this process.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     let code = if file.write_all(&message).is_ok() {
         0
     } else {
@@ -129,40 +198,42 @@ fn child(writer: OwnedFd, work: impl FnOnce() -> Result<Vec<u8>, LdpError>) -> !
     unsafe { libc::_exit(code) }
 }
 
-/// Closes every descriptor but stdin/out/err and `keep`, so that no other
-/// evaluation's pipe stays open in this one.
-fn close_others(keep: i32) {
-    let mut open = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-        for entry in dir.flatten() {
-            if let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            {
-                open.push(fd);
+/// Moves the pipe to descriptor 3 and closes every other inherited one
+/// but stdin/out/err, so that no other evaluation's pipe stays open here.
+fn keep_only(writer: OwnedFd) -> i32 {
+    const KEEP: i32 = 3;
+    let fd = writer.as_raw_fd();
+    // SAFETY: the child owns its copies of the descriptors and uses none
+    // of them but the pipe.
+    unsafe {
+        if fd != KEEP {
+            libc::dup2(fd, KEEP);
+        }
+        std::mem::forget(writer);
+        if libc::syscall(libc::SYS_close_range, KEEP + 1, u32::MAX, 0) != 0 {
+            let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(64, 1 << 20) as i32;
+            for other in KEEP + 1..max {
+                libc::close(other);
             }
         }
     }
-    for fd in open {
-        if fd > 2 && fd != keep {
-            // SAFETY: the child owns its copies of these descriptors and
-            // uses none of them.
-            unsafe { libc::close(fd) };
-        }
-    }
+    KEEP
 }
 
+/// Limits the child's address space to what it inherited plus [`MEMORY`].
 fn limit_memory() {
-    let page = 4096u64;
-    let size = std::fs::read_to_string("/proc/self/statm")
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let Some(pages) = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * page;
+    else {
+        // Without /proc the CPU limit and the deadline still hold.
+        return;
+    };
     let limit = libc::rlimit {
-        rlim_cur: size + MEMORY,
-        rlim_max: size + MEMORY,
+        rlim_cur: pages * page + MEMORY,
+        rlim_max: pages * page + MEMORY,
     };
     // SAFETY: sets this (child) process's own limit.
     unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };

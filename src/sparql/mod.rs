@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use oxigraph::model::{NamedNode, Triple};
+use oxigraph::model::Triple;
 use oxigraph::sparql::results::{QueryResultsFormat, QueryResultsSerializer};
 use oxigraph::sparql::{QueryEvaluationError, QueryResults, SparqlEvaluator};
 
@@ -73,7 +73,7 @@ pub async fn serve(
         Ok(None) => Ok(protocol::options()),
         Ok(Some(request)) => match request.operation {
             Operation::Query(_) => query(app, container, &request, headers, caller).await,
-            Operation::Update(ref text) => update::update(app, container, text, caller).await,
+            Operation::Update(_) => update::update(app, container, &request, caller).await,
         },
         Err(e) => Err(e),
     };
@@ -108,6 +108,8 @@ enum Stop {
     Other(LdpError),
 }
 
+/// The refusal for a stopped evaluation. It runs in the child process, so
+/// it logs nothing: the parent logs what comes back as a 500.
 fn stopped(app: &App, stop: Stop) -> LdpError {
     match stop {
         Stop::TooMany => too_many(app),
@@ -121,52 +123,105 @@ fn stopped(app: &App, stop: Stop) -> LdpError {
         ) => LdpError::bad_request(format!(
             "SERVICE is not supported: the sidecar answers from the pod's own documents only ({e})"
         )),
-        Stop::Evaluation(QueryEvaluationError::Dataset(e)) => {
-            tracing::error!(error = %e, "the SPARQL index failed during a query");
-            LdpError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the SPARQL index failed; see the server log",
-            )
-        }
+        Stop::Evaluation(QueryEvaluationError::Dataset(e)) => LdpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the SPARQL index failed during an evaluation: {e}"),
+        ),
         Stop::Evaluation(e) => LdpError::bad_request(format!("the query cannot be evaluated: {e}")),
     }
 }
 
-/// The RDF documents under `container`, and the paths of those the caller
-/// may read.
-async fn documents(
-    app: &App,
-    container: &Target,
-    caller: &Caller<'_>,
-) -> Result<(Vec<ResourceRecord>, HashSet<String>), LdpError> {
-    let docs: Vec<ResourceRecord> = index::list(app, container)
-        .await?
-        .into_iter()
-        .filter(|d| rdf::input_syntax(&d.content_type).is_some())
+/// What is under a container, as a request to its sidecar sees it.
+struct Listing {
+    /// Every resource under it (not the containers).
+    all: Vec<ResourceRecord>,
+    /// The RDF documents among them ([`is_data`]).
+    data: Vec<ResourceRecord>,
+    /// The paths of the documents the caller may read.
+    readable: HashSet<String>,
+}
+
+async fn listing(app: &App, container: &Target, caller: &Caller<'_>) -> Result<Listing, LdpError> {
+    let all = index::list(app, container).await?;
+    let data: Vec<ResourceRecord> = all
+        .iter()
+        .filter(|d| is_data(d))
+        // A path the IRI grammar refuses (`|`, `{`…) cannot name a graph.
+        .filter(|d| index::graph_name(container, &d.path).is_ok())
+        .cloned()
         .collect();
     let mut readable = HashSet::new();
-    for doc in &docs {
+    for doc in &data {
         if access::readable(app, &container.at(&doc.path), caller).await? {
             readable.insert(doc.path.clone());
         }
     }
-    Ok((docs, readable))
+    Ok(Listing {
+        all,
+        data,
+        readable,
+    })
 }
 
-/// Runs `work` in a child process ([`isolate`]) once a slot is free,
-/// stopping it when `deadline` passes.
-async fn evaluate(
+/// Lists the container and brings its index up to date, by `deadline`.
+async fn prepare(
+    app: &App,
+    container: &Target,
+    caller: &Caller<'_>,
+    deadline: tokio::time::Instant,
+) -> Result<(Listing, index::Snapshot), LdpError> {
+    let listing = tokio::time::timeout_at(deadline, listing(app, container, caller))
+        .await
+        .map_err(|_| timed_out(app))??;
+    let snapshot = tokio::time::timeout_at(
+        deadline,
+        app.sparql
+            .indexes
+            .snapshot(app, container, &listing.data, &listing.readable),
+    )
+    .await
+    .map_err(|_| timed_out(app))??;
+    Ok((listing, snapshot))
+}
+
+/// A SPARQL parser reading relative IRIs against `base`.
+fn parser(base: &str) -> Result<spargebra::SparqlParser, Stop> {
+    spargebra::SparqlParser::new()
+        .with_base_iri(base)
+        .map_err(|e| Stop::Other(LdpError::bad_request(e.to_string())))
+}
+
+/// Whether a resource is one of the documents SPARQL sees: RDF, not an ACL
+/// (ACLs describe access, not the pod's data).
+fn is_data(record: &ResourceRecord) -> bool {
+    rdf::input_syntax(&record.content_type).is_some() && access::protected(&record.path).is_none()
+}
+
+/// Runs `work` on `snapshot` in a child process ([`isolate`]) once a slot
+/// is free, stopping it when `deadline` passes. `then` runs here, on the
+/// snapshot, while the child works; the snapshot is let go after it.
+async fn evaluate<T>(
     app: &App,
     deadline: tokio::time::Instant,
-    work: impl FnOnce() -> Result<Vec<u8>, Stop>,
-) -> Result<Vec<u8>, LdpError> {
+    snapshot: index::Snapshot,
+    work: impl FnOnce(&oxigraph::store::Store) -> Result<Vec<u8>, Stop> + Send,
+    then: impl FnOnce(&index::Snapshot) -> T,
+) -> Result<(Vec<u8>, T), LdpError> {
     let slot = tokio::time::timeout_at(deadline, app.sparql.slots.clone().acquire_owned())
         .await
         .map_err(|_| timed_out(app))?
         .map_err(|_| LdpError::unavailable("the server is stopping"))?;
-    let result = isolate::run(deadline, || work().map_err(|stop| stopped(app, stop))).await;
+    let cpu = app.config.sparql_timeout;
+    let store = &snapshot.store;
+    let child = isolate::start(cpu, || work(store).map_err(|stop| stopped(app, stop)));
+    let also = then(&snapshot);
+    drop(snapshot);
+    let result = match child {
+        Ok(child) => isolate::wait(child, deadline).await,
+        Err(failure) => Err(failure),
+    };
     drop(slot);
-    result.map_err(|failure| match failure {
+    let bytes = result.map_err(|failure| match failure {
         isolate::Failure::TimedOut => timed_out(app),
         isolate::Failure::OutOfMemory => LdpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -175,7 +230,12 @@ async fn evaluate(
                 isolate::MEMORY >> 20
             ),
         ),
-        isolate::Failure::Refused(e) => e,
+        isolate::Failure::Refused(e) => {
+            if e.status.is_server_error() {
+                tracing::error!(error = %e.message, "a SPARQL evaluation failed");
+            }
+            e
+        }
         isolate::Failure::Crashed(why) => {
             tracing::error!(error = %why, "a SPARQL evaluation failed");
             LdpError::new(
@@ -183,10 +243,12 @@ async fn evaluate(
                 "the SPARQL evaluation failed; see the server log",
             )
         }
-    })
+    })?;
+    Ok((bytes, also))
 }
 
-/// Answers a query.
+/// Answers a query. Everything done with its text (parsing, checking the
+/// graphs it names, evaluating) happens in the child process.
 async fn query(
     app: &App,
     container: &Target,
@@ -207,75 +269,69 @@ async fn query(
     {
         return Err(LdpError::not_found());
     }
-    let base = container.url();
-    let parsed = spargebra::SparqlParser::new()
-        .with_base_iri(&base)
-        .map_err(|e| LdpError::bad_request(e.to_string()))?
-        .parse_query(text)
-        .map_err(|e| LdpError::bad_request(format!("invalid SPARQL query: {e}")))?;
-    let (from, from_named) = protocol::dataset_of(&parsed, request)?;
-    for graph in from
-        .iter()
-        .flatten()
-        .chain(from_named.iter().flatten())
-        .map(NamedNode::as_str)
-        .map(str::to_string)
-        .chain(protocol::graph_constants(&parsed.to_sse()))
-    {
-        if !graph.starts_with(&base) {
-            return Err(LdpError::bad_request(format!(
-                "the query names the graph <{graph}>, outside {base}: a query sees only the documents under its container"
-            )));
-        }
-    }
+    rdf::check_nesting(text).map_err(LdpError::bad_request)?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let shape = Shape::of(&parsed, accept)?;
     let deadline = tokio::time::Instant::now() + app.config.sparql_timeout;
-    let (docs, readable) = tokio::time::timeout_at(deadline, documents(app, container, caller))
-        .await
-        .map_err(|_| timed_out(app))??;
-    let snapshot = tokio::time::timeout_at(
-        deadline,
-        app.sparql
-            .indexes
-            .snapshot(app, container, &docs, &readable),
-    )
-    .await
-    .map_err(|_| timed_out(app))??;
+    let (_, snapshot) = prepare(app, container, caller, deadline).await?;
+    let base = container.url();
     let max = app.config.sparql_max_results;
-    let mut prepared = SparqlEvaluator::new().for_query(parsed);
-    let dataset = prepared.dataset_mut();
-    match (&from, &from_named) {
-        (None, None) => dataset.set_default_graph_as_union(),
-        _ => {
-            dataset.set_default_graph(
-                from.unwrap_or_default()
-                    .into_iter()
-                    .map(Into::into)
-                    .collect(),
-            );
-            dataset.set_available_named_graphs(
-                from_named
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(Into::into)
-                    .collect(),
-            );
+    let work = |store: &oxigraph::store::Store| -> Result<Vec<u8>, Stop> {
+        let parsed = parser(&base)?.parse_query(text).map_err(|e| {
+            Stop::Other(LdpError::bad_request(format!("invalid SPARQL query: {e}")))
+        })?;
+        let (from, from_named) = protocol::dataset_of(&parsed, request).map_err(Stop::Other)?;
+        for graph in from
+            .iter()
+            .flatten()
+            .chain(from_named.iter().flatten())
+            .map(|g| g.as_str().to_string())
+            .chain(protocol::graph_constants(&parsed.to_sse()))
+        {
+            if !graph.starts_with(&base) {
+                return Err(Stop::Other(LdpError::bad_request(format!(
+                    "the query names the graph <{graph}>, outside {base}: a query sees only the documents under its container"
+                ))));
+            }
         }
-    }
-    let media_type = shape.media_type();
-    let bytes = evaluate(app, deadline, || {
+        let shape = Shape::of(&parsed, accept).map_err(Stop::Other)?;
+        let mut prepared = SparqlEvaluator::new().for_query(parsed);
+        let dataset = prepared.dataset_mut();
+        match (from, from_named) {
+            (None, None) => dataset.set_default_graph_as_union(),
+            (from, from_named) => {
+                dataset.set_default_graph(
+                    from.unwrap_or_default()
+                        .into_iter()
+                        .map(Into::into)
+                        .collect(),
+                );
+                dataset.set_available_named_graphs(
+                    from_named
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Into::into)
+                        .collect(),
+                );
+            }
+        }
         let results = prepared
-            .on_store(&snapshot.store)
+            .on_store(store)
             .execute()
             .map_err(Stop::Evaluation)?;
-        shape.write(results, max, &base)
-    })
-    .await?;
-    drop(snapshot);
-    let mut resp = (StatusCode::OK, bytes).into_response();
+        // The media type, a newline, the results.
+        let mut answer = shape.media_type().as_bytes().to_vec();
+        answer.push(b'\n');
+        answer.extend(shape.write(results, max, &base)?);
+        Ok(answer)
+    };
+    let (answer, ()) = evaluate(app, deadline, snapshot, work, |_| ()).await?;
+    let split = answer.iter().position(|b| *b == b'\n').unwrap_or(0);
+    let media_type = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut resp = (StatusCode::OK, answer[split + 1..].to_vec()).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    if let Ok(v) = HeaderValue::from_str(&media_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)

@@ -24,6 +24,8 @@ pub struct Request {
     pub default_graphs: Vec<String>,
     /// `named-graph-uri` parameters, if any.
     pub named_graphs: Vec<String>,
+    /// Whether `using-graph-uri` or `using-named-graph-uri` was given.
+    pub using: bool,
 }
 
 /// The answer to OPTIONS.
@@ -77,6 +79,7 @@ pub async fn read(
                     let form = parameters(&bytes);
                     params.default_graphs.extend(form.default_graphs);
                     params.named_graphs.extend(form.named_graphs);
+                    params.using |= form.using;
                     match (form.query, form.update) {
                         (Some(q), None) => Operation::Query(q),
                         (None, Some(u)) => Operation::Update(u),
@@ -114,6 +117,7 @@ pub async fn read(
         operation,
         default_graphs: params.default_graphs,
         named_graphs: params.named_graphs,
+        using: params.using,
     }))
 }
 
@@ -123,6 +127,7 @@ struct Parameters {
     update: Option<String>,
     default_graphs: Vec<String>,
     named_graphs: Vec<String>,
+    using: bool,
 }
 
 fn parameters(encoded: &[u8]) -> Parameters {
@@ -133,6 +138,7 @@ fn parameters(encoded: &[u8]) -> Parameters {
             "update" => p.update = Some(value.into_owned()),
             "default-graph-uri" => p.default_graphs.push(value.into_owned()),
             "named-graph-uri" => p.named_graphs.push(value.into_owned()),
+            "using-graph-uri" | "using-named-graph-uri" => p.using = true,
             _ => {}
         }
     }

@@ -1,9 +1,11 @@
-//! SPARQL 1.1 Update through a container's sidecar: the update runs on a
-//! copy of the documents the caller may read, the documents whose triples
-//! changed are checked as a PATCH of each would be, and they are written
-//! back through the normal write path in one transaction, conditional on
-//! the versions that were read. A concurrent write to one of them makes
-//! the update start over; nothing is ever half applied.
+//! SPARQL 1.1 Update through a container's sidecar. In a child process,
+//! the update is parsed, checked and applied to a copy of the documents
+//! the caller may read, and the copy comes back as N-Quads. Here, the
+//! documents whose triples changed are checked as a PATCH of each would
+//! be, and written back through the normal write path in one
+//! transaction, conditional on the versions that were read. A concurrent
+//! write to one of them makes the update start over; nothing is ever half
+//! applied.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,11 +13,14 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use oxigraph::model::{GraphName, Quad, Triple};
 use oxigraph::sparql::SparqlEvaluator;
+use oxigraph::store::Store;
 use spargebra::GraphUpdateOperation as Op;
 use spargebra::algebra::GraphTarget;
 use spargebra::term::GraphNamePattern;
 
-use super::{Stop, evaluate, index, timed_out};
+use super::isolate::store_access;
+use super::protocol::{Operation, Request};
+use super::{Stop, evaluate, index};
 use crate::app::App;
 use crate::db::{Condition, DbError, PutRequest, ResourceRecord};
 use crate::ldp::access::{self, Caller};
@@ -30,27 +35,24 @@ const ATTEMPTS: usize = 16;
 pub async fn update(
     app: &App,
     container: &Target,
-    text: &str,
+    request: &Request,
     caller: &Caller<'_>,
 ) -> Result<Response, LdpError> {
-    let base = container.url();
-    let parsed = spargebra::SparqlParser::new()
-        .with_base_iri(&base)
-        .map_err(|e| LdpError::bad_request(e.to_string()))?
-        .parse_update(text)
-        .map_err(|e| LdpError::bad_request(format!("invalid SPARQL Update: {e}")))?;
-    let reads = check(&parsed, &base)?;
+    let Operation::Update(text) = &request.operation else {
+        unreachable!("update() gets updates");
+    };
+    if !request.default_graphs.is_empty() || !request.named_graphs.is_empty() || request.using {
+        return Err(LdpError::bad_request(
+            "graph parameters are not supported with an update; name the documents in it with GRAPH <…> or WITH <…>",
+        ));
+    }
+    rdf::check_nesting(text).map_err(LdpError::bad_request)?;
+    // The deadline covers reading and evaluating; a commit, once started,
+    // runs to its end.
     let deadline = tokio::time::Instant::now() + app.config.sparql_timeout;
     for _ in 0..ATTEMPTS {
-        let attempt = tokio::time::timeout_at(
-            deadline,
-            attempt(app, container, &parsed, reads, caller, deadline),
-        )
-        .await
-        .map_err(|_| timed_out(app))?;
-        match attempt? {
-            Some(resp) => return Ok(resp),
-            None => continue,
+        if let Some(resp) = attempt(app, container, text, caller, deadline).await? {
+            return Ok(resp);
         }
     }
     Err(LdpError::unavailable(
@@ -155,56 +157,67 @@ struct Change {
 async fn attempt(
     app: &App,
     container: &Target,
-    parsed: &spargebra::Update,
-    reads: bool,
+    text: &str,
     caller: &Caller<'_>,
     deadline: tokio::time::Instant,
 ) -> Result<Option<Response>, LdpError> {
-    let all = index::list(app, container).await?;
+    let (listing, snapshot) = super::prepare(app, container, caller, deadline).await?;
     let by_path: HashMap<&str, &ResourceRecord> =
-        all.iter().map(|r| (r.path.as_str(), r)).collect();
-    let docs: Vec<ResourceRecord> = all
-        .iter()
-        .filter(|d| rdf::input_syntax(&d.content_type).is_some())
-        .cloned()
-        .collect();
-    let mut readable = HashSet::new();
-    for doc in &docs {
-        if access::readable(app, &container.at(&doc.path), caller).await? {
-            readable.insert(doc.path.clone());
-        }
-    }
-    let snapshot = app
-        .sparql
-        .indexes
-        .snapshot(app, container, &docs, &readable)
-        .await?;
-    // The copy the update runs on: the readable documents, as loaded.
-    let scratch = index::copy_graphs(&snapshot.store, container, snapshot.etags.keys())?;
+        listing.all.iter().map(|r| (r.path.as_str(), r)).collect();
     let etags = snapshot.etags.clone();
-    drop(snapshot);
-    let before = graphs_of(&scratch);
-    let mut prepared = SparqlEvaluator::new().for_update(parsed.clone());
-    // A WHERE without USING or WITH reads the union of the documents, as
-    // a query does.
-    for dataset in prepared.using_datasets_mut() {
-        if dataset.is_default_dataset() {
-            dataset.set_default_graph_as_union();
+    let broken = snapshot.broken.clone();
+    let base = container.url();
+    // In the child: the snapshot's store holds exactly the readable
+    // documents; the update runs on a copy of it.
+    let work = |store: &Store| -> Result<Vec<u8>, Stop> {
+        let parsed = super::parser(&base)?.parse_update(text).map_err(|e| {
+            Stop::Other(LdpError::bad_request(format!("invalid SPARQL Update: {e}")))
+        })?;
+        let reads = check(&parsed, &base).map_err(Stop::Other)?;
+        let fail = |e: oxigraph::store::StorageError| {
+            Stop::Other(LdpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot copy the documents: {e}"),
+            ))
+        };
+        let scratch = Store::new().map_err(fail)?;
+        for graph in store.named_graphs() {
+            scratch
+                .insert_named_graph(graph.map_err(fail)?.as_ref())
+                .map_err(fail)?;
         }
-    }
-    // The child applies the update and sends the documents back as N-Quads.
-    let dump = evaluate(app, deadline, || {
+        scratch
+            .extend(store.iter().collect::<Result<Vec<_>, _>>().map_err(fail)?)
+            .map_err(fail)?;
+        let mut prepared = SparqlEvaluator::new().for_update(parsed);
+        // A WHERE without USING or WITH reads the union of the documents,
+        // as a query does.
+        for dataset in prepared.using_datasets_mut() {
+            if dataset.is_default_dataset() {
+                dataset.set_default_graph_as_union();
+            }
+        }
         prepared
             .on_store(&scratch)
             .execute()
             .map_err(update_stopped)?;
+        let mut answer = vec![u8::from(reads)];
         scratch
-            .dump_to_writer(oxigraph::io::RdfFormat::NQuads, Vec::new())
-            .map_err(|e| Stop::Other(index::internal(e)))
+            .dump_to_writer(oxigraph::io::RdfFormat::NQuads, &mut answer)
+            .map_err(|e| {
+                Stop::Other(LdpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot write the updated documents: {e}"),
+                ))
+            })?;
+        Ok(answer)
+    };
+    let (answer, before) = evaluate(app, deadline, snapshot, work, |snapshot| {
+        store_access(|| graphs_of(&snapshot.store))
     })
     .await?;
-    let after = parse_dump(&dump)?;
-    let base = container.url();
+    let reads = answer.first() == Some(&1);
+    let after = parse_dump(answer.get(1..).unwrap_or_default())?;
     let mut changes = Vec::new();
     let names: HashSet<&Option<String>> = before.keys().chain(after.keys()).collect();
     for name in names {
@@ -224,6 +237,13 @@ async fn attempt(
         let path = document_path(container, &base, name)?;
         let target = container.at(&path);
         write::refuse_reserved(&target)?;
+        let shape = Shape {
+            inserts,
+            deletes,
+            reads,
+        };
+        // Decided first, so that a refusal tells nothing of the document.
+        access::authorize(app, &target, &Method::PATCH, caller, Some(shape)).await?;
         let existing = by_path.get(path.as_str()).copied();
         if let Some(record) = existing
             && rdf::input_syntax(&record.content_type).is_none()
@@ -237,12 +257,9 @@ async fn attempt(
                 ),
             ));
         }
-        let shape = Shape {
-            inserts,
-            deletes,
-            reads,
-        };
-        access::authorize(app, &target, &Method::PATCH, caller, Some(shape)).await?;
+        if let Some(why) = broken.get(&path) {
+            return Err(unreadable(&target, why));
+        }
         let (triples, etag) = match (existing, etags.get(&path)) {
             // Read and changed.
             (Some(_), Some(etag)) => (now.iter().cloned().collect(), Some(etag.clone())),
@@ -266,6 +283,16 @@ async fn attempt(
         return Ok(Some(StatusCode::NO_CONTENT.into_response()));
     }
     commit(app, container, changes).await
+}
+
+fn unreadable(target: &Target, why: &str) -> LdpError {
+    LdpError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "{} is not readable RDF ({why}); replace it with PUT before changing it with SPARQL",
+            target.url()
+        ),
+    )
 }
 
 /// Why an update stopped, as a query's stop would be told.
@@ -346,6 +373,9 @@ fn document_path(container: &Target, base: &str, name: &str) -> Result<String, L
             "is not a document URL (it has a fragment or query)",
         ));
     }
+    if access::protected(rest).is_some() {
+        return Err(not_a_document("is an ACL; change ACLs with PUT or PATCH"));
+    }
     let path = format!("{}{rest}", container.path);
     target::check_path(&path).map_err(|e| match e {
         target::TargetError::Bad(why) => not_a_document(&format!("is not a valid path ({why})")),
@@ -362,10 +392,7 @@ async fn read_document(
 ) -> Result<Vec<Triple>, LdpError> {
     let syntax = rdf::input_syntax(&record.content_type).unwrap_or(Syntax::Turtle);
     let bytes = write::read_stored(app, record).await?;
-    rdf::parse(&bytes, syntax, &target.url()).map_err(|e| {
-        tracing::error!(error = %e, path = %record.path, "a stored RDF document does not parse");
-        LdpError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored RDF is damaged")
-    })
+    rdf::parse(&bytes, syntax, &target.url()).map_err(|why| unreadable(target, &why))
 }
 
 /// Stores the new documents and commits them together; `None` when one
