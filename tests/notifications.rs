@@ -744,3 +744,68 @@ async fn webhook_targets_inside_the_network_are_refused() {
     assert_eq!(missing.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(missing.text().await.unwrap().contains("sendTo is missing"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparql_update_is_heard_like_any_write() {
+    let node = Node::start();
+    for doc in ["alice/tasks/a.ttl", "alice/tasks/sub/b.ttl"] {
+        let put = node
+            .client
+            .put(node.url(doc))
+            .header("content-type", "text/turtle")
+            .body("<#t> <http://example.org/status> \"open\".")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201);
+    }
+    let mut a = connect(
+        &node
+            .channel(&node.url("alice/tasks/a.ttl"), json!({}))
+            .await,
+    )
+    .await;
+    let mut b = connect(
+        &node
+            .channel(&node.url("alice/tasks/sub/b.ttl"), json!({}))
+            .await,
+    )
+    .await;
+    let mut untouched = connect(&node.channel(&node.url("alice/tasks/"), json!({})).await).await;
+
+    // One update changes both documents through the sidecar.
+    let update = node
+        .client
+        .post(node.url("alice/tasks/-/sparql"))
+        .header("content-type", "application/sparql-update")
+        .body(
+            "DELETE { GRAPH ?g { ?t <http://example.org/status> \"open\" } } \
+             INSERT { GRAPH ?g { ?t <http://example.org/status> \"done\" } } \
+             WHERE { GRAPH ?g { ?t <http://example.org/status> \"open\" } }",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(update.status(), 204);
+    for (socket, doc) in [
+        (&mut a, "alice/tasks/a.ttl"),
+        (&mut b, "alice/tasks/sub/b.ttl"),
+    ] {
+        let got = node.client.get(node.url(doc)).send().await.unwrap();
+        let etag = got.headers()["etag"].to_str().unwrap().to_string();
+        assert!(got.text().await.unwrap().contains("\"done\""));
+        check(&next(socket).await, "Update", &node.url(doc), Some(&etag));
+    }
+    // The container's membership did not change: it hears nothing.
+    silent(&mut untouched, Duration::from_millis(700)).await;
+
+    // The sidecar is no resource: there is nothing to subscribe to.
+    let refused = node
+        .subscribe(json!({
+            "@context": ["https://www.w3.org/ns/solid/notification/v1"],
+            "type": WS_TYPE,
+            "topic": node.url("alice/tasks/-/sparql"),
+        }))
+        .await;
+    assert_eq!(refused.status(), 422);
+}
