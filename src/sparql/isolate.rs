@@ -200,6 +200,10 @@ fn child(
 
 /// Moves the pipe to descriptor 3 and closes every other inherited one
 /// but stdin/out/err, so that no other evaluation's pipe stays open here.
+/// The open descriptors are read from `/proc/self/fd` (plain system calls
+/// that every seccomp filter of a service allows); `close_range` is only
+/// the fallback, since an old systemd's filter does not know it and would
+/// kill the child.
 fn keep_only(writer: OwnedFd) -> i32 {
     const KEEP: i32 = 3;
     let fd = writer.as_raw_fd();
@@ -209,11 +213,28 @@ fn keep_only(writer: OwnedFd) -> i32 {
         if fd != KEEP {
             libc::dup2(fd, KEEP);
         }
-        std::mem::forget(writer);
-        if libc::syscall(libc::SYS_close_range, KEEP + 1, u32::MAX, 0) != 0 {
-            let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(64, 1 << 20) as i32;
-            for other in KEEP + 1..max {
-                libc::close(other);
+    }
+    std::mem::forget(writer);
+    let open: Option<Vec<i32>> = std::fs::read_dir("/proc/self/fd").ok().map(|dir| {
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    });
+    // SAFETY: as above.
+    unsafe {
+        match open {
+            Some(open) => {
+                for other in open.into_iter().filter(|fd| *fd > KEEP) {
+                    libc::close(other);
+                }
+            }
+            None => {
+                if libc::syscall(libc::SYS_close_range, KEEP + 1, u32::MAX, 0) != 0 {
+                    let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(64, 1 << 20) as i32;
+                    for other in KEEP + 1..max {
+                        libc::close(other);
+                    }
+                }
             }
         }
     }
