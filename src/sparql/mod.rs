@@ -72,8 +72,12 @@ pub async fn serve(
     let result = match protocol::read(method, headers, query_string, body).await {
         Ok(None) => Ok(protocol::options()),
         Ok(Some(request)) => match request.operation {
-            Operation::Query(_) => query(app, container, &request, headers, caller).await,
-            Operation::Update(_) => update::update(app, container, &request, caller).await,
+            Operation::Query(ref text) => {
+                query(app, container, text, &request, headers, caller).await
+            }
+            Operation::Update(ref text) => {
+                update::update(app, container, text, &request, caller).await
+            }
         },
         Err(e) => Err(e),
     };
@@ -114,7 +118,6 @@ fn stopped(app: &App, stop: Stop) -> LdpError {
     match stop {
         Stop::TooMany => too_many(app),
         Stop::Other(e) => e,
-        Stop::Evaluation(QueryEvaluationError::Cancelled) => timed_out(app),
         Stop::Evaluation(
             e @ (QueryEvaluationError::Service(_)
             | QueryEvaluationError::UnboundService
@@ -252,13 +255,11 @@ async fn evaluate<T>(
 async fn query(
     app: &App,
     container: &Target,
+    text: &str,
     request: &Request,
     headers: &HeaderMap,
     caller: &Caller<'_>,
 ) -> Result<Response, LdpError> {
-    let Operation::Query(text) = &request.operation else {
-        unreachable!("query() gets queries");
-    };
     // The sidecar is as visible as its container.
     access::authorize(app, container, &Method::GET, caller, None).await?;
     if app

@@ -19,7 +19,7 @@ use spargebra::algebra::GraphTarget;
 use spargebra::term::GraphNamePattern;
 
 use super::isolate::store_access;
-use super::protocol::{Operation, Request};
+use super::protocol::Request;
 use super::{Stop, evaluate, index};
 use crate::app::App;
 use crate::db::{Condition, DbError, PutRequest, ResourceRecord};
@@ -35,12 +35,10 @@ const ATTEMPTS: usize = 16;
 pub async fn update(
     app: &App,
     container: &Target,
+    text: &str,
     request: &Request,
     caller: &Caller<'_>,
 ) -> Result<Response, LdpError> {
-    let Operation::Update(text) = &request.operation else {
-        unreachable!("update() gets updates");
-    };
     if !request.default_graphs.is_empty() || !request.named_graphs.is_empty() || request.using {
         return Err(LdpError::bad_request(
             "graph parameters are not supported with an update; name the documents in it with GRAPH <…> or WITH <…>",
