@@ -299,6 +299,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     {
         overrides.values.push(("update_source", source.clone()));
     }
+    if cli.command.only_prints() {
+        quiet_when_the_reader_leaves();
+    }
     let config = Config::load(&overrides)?;
     init_logging(&config);
     for warning in config.warnings() {
@@ -338,6 +341,39 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 .map_err(|e| Failure::Other(e.0))?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+impl Command {
+    /// Commands that only read and print: cut short by a reader that stops
+    /// reading (`xpod config | grep -q …`), they may simply end.
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Config
+                | Command::Healthcheck { .. }
+                | Command::Node {
+                    command: NodeCommand::Info
+                }
+                | Command::Pods {
+                    command: PodsCommand::List
+                }
+                | Command::Nodes {
+                    command: NodesCommand::List
+                }
+        )
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing to a pipe whose reader has gone panics
+/// ("failed printing to stdout: Broken pipe"). For a command that only
+/// prints, end silently instead, as `ls | head` does. Commands that change
+/// something keep the default, so a closed pipe never cuts one short.
+fn quiet_when_the_reader_leaves() {
+    // SAFETY: called before any thread is started; restoring a signal's
+    // default disposition has no other effect on this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -393,3 +393,28 @@ fn config_names_each_source_and_redacts_secrets() {
         "{stderr}"
     );
 }
+
+/// `xpod config | grep -q …`: grep stops reading at its first match. The
+/// command then ends quietly, as any Unix tool does, instead of panicking
+/// with "failed printing to stdout" (which failed a package test).
+#[test]
+fn a_reader_that_stops_reading_ends_a_printing_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A pipe whose reader is already gone: the first line printed meets it.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(support::XPOD)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", dir.path())
+        .arg("config")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+}
