@@ -63,6 +63,7 @@ fn start_node(postgres: bool, extra: &[(&'static str, &str)]) -> Node {
 }
 
 /// A response, read whole.
+#[derive(Debug)]
 struct Reply {
     status: u16,
     content_type: String,
@@ -916,4 +917,52 @@ async fn a_query_past_a_limit_is_stopped_and_the_server_goes_on() {
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(w.read("big/rows.ttl").await.0, etag);
+}
+
+/// The processes the server has forked and not yet reaped.
+fn children(pid: u32) -> Vec<String> {
+    let mut all = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path().join("children");
+        // A thread may end between the listing and the read.
+        if let Ok(list) = std::fs::read_to_string(path) {
+            all.extend(list.split_whitespace().map(str::to_string));
+        }
+    }
+    all
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} did not happen in 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_on_a_query_stops_its_evaluation() {
+    // A limit far beyond the test: only the client's leaving can stop it.
+    let w = std::sync::Arc::new(World::start(false, &[("CSS_SPARQL_TIMEOUT", "10m")]).await);
+    let rows: String = (0..300)
+        .map(|i| format!("<#s{i}> <{EX}n> {i}.\n"))
+        .collect();
+    w.put("big/rows.ttl", "text/turtle", &rows).await;
+    let pid = w.node._server.pid();
+    assert_eq!(children(pid), Vec::<String>::new());
+
+    let heavy = "SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i . ?j ?k ?l } ORDER BY ?c";
+    let world = w.clone();
+    let client = tokio::spawn(async move { world.select(Some(&world.alice), "big/", heavy).await });
+    wait_for("the evaluation's process", || !children(pid).is_empty()).await;
+    // The client gives up: its connection closes.
+    client.abort();
+    assert!(client.await.unwrap_err().is_cancelled());
+    wait_for("the end of the abandoned evaluation", || {
+        children(pid).is_empty()
+    })
+    .await;
+    // The server goes on answering.
+    let r = w.select(Some(&w.alice), "big/", "ASK { ?s ?p 299 }").await;
+    assert_eq!(r.json()["boolean"], true);
 }

@@ -121,14 +121,17 @@ pub fn start(
 
 /// Waits for the child's answer, killing it at `deadline`.
 pub async fn wait(mut child: Child, deadline: tokio::time::Instant) -> Result<Vec<u8>, Failure> {
-    let mut read = child.read.take().expect("a child is waited for once");
+    // `child.read` stays set until the answer is in, so that dropping this
+    // future (the client went away) drops `child` with it and kills it.
+    let read = child.read.as_mut().expect("a child is waited for once");
     let (message, killed) = tokio::select! {
-        buf = &mut read => (buf.unwrap_or_default(), false),
+        buf = &mut *read => (buf.unwrap_or_default(), false),
         _ = tokio::time::sleep_until(deadline) => {
             kill(child.pid);
             (read.await.unwrap_or_default(), true)
         }
     };
+    child.read = None;
     let pid = child.pid;
     let status = tokio::task::spawn_blocking(move || reap(pid))
         .await
