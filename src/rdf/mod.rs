@@ -6,7 +6,7 @@ pub mod patch;
 pub mod rdfa;
 
 use oxigraph::io::{JsonLdProfileSet, RdfFormat, RdfParser, RdfSerializer};
-use oxigraph::model::{GraphName, Triple};
+use oxigraph::model::{GraphName, NamedNode, NamedOrBlankNode, Term, Triple};
 
 /// The RDF syntaxes xpod reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,27 +141,75 @@ fn describe_error(e: &oxigraph::io::RdfSyntaxError, syntax: Syntax) -> String {
     }
 }
 
-/// Serialises triples; relative IRIs are written against `base` where the
-/// syntax supports it.
+/// Serialises triples. Turtle and N3 write the IRIs of `base`'s own origin
+/// relative to it (`<a>`, `</bob/card#me>`) and every other IRI whole.
 pub fn serialize(triples: &[Triple], syntax: Syntax, base: &str) -> Vec<u8> {
     let mut serializer = RdfSerializer::from_format(syntax.format());
+    let mut out = Vec::new();
+    let mut relative = None;
     if matches!(syntax, Syntax::Turtle | Syntax::N3) {
         serializer = serializer
             .with_prefix("ldp", "http://www.w3.org/ns/ldp#")
             .expect("valid prefix")
             .with_prefix("dc", "http://purl.org/dc/terms/")
             .expect("valid prefix");
-        if let Ok(s) = serializer.clone().with_base_iri(base) {
-            serializer = s;
+        relative = Relative::new(base);
+        if relative.is_some() {
+            out = format!("@base <{base}> .\n").into_bytes();
         }
     }
-    let mut writer = serializer.for_writer(Vec::new());
+    let mut writer = serializer.for_writer(out);
     for t in triples {
+        let t = match &relative {
+            Some(r) => &r.triple(t),
+            None => t,
+        };
         writer
             .serialize_triple(t)
             .expect("writing to memory cannot fail");
     }
     writer.finish().expect("writing to memory cannot fail")
+}
+
+/// Writes IRIs relative to a base, but only those of the base's own
+/// scheme and authority. (The serialiser's own relativisation also writes
+/// other hosts' IRIs as network-path references, `<//schema.org/name>`:
+/// valid, but not what anyone reading a document expects.)
+struct Relative {
+    base: oxiri::Iri<String>,
+    /// `scheme://authority/`: the start of every IRI written relative.
+    origin: String,
+}
+
+impl Relative {
+    fn new(base: &str) -> Option<Relative> {
+        let base = oxiri::Iri::parse(base.to_string()).ok()?;
+        let origin = format!("{}://{}/", base.scheme(), base.authority()?);
+        Some(Relative { base, origin })
+    }
+
+    fn node(&self, node: &NamedNode) -> NamedNode {
+        if node.as_str().starts_with(&self.origin)
+            && let Ok(iri) = oxiri::Iri::parse(node.as_str())
+            && let Ok(relative) = self.base.relativize(&iri)
+        {
+            // Relative on purpose: the document's @base resolves it.
+            return NamedNode::new_unchecked(relative.into_inner());
+        }
+        node.clone()
+    }
+
+    fn triple(&self, t: &Triple) -> Triple {
+        let subject = match &t.subject {
+            NamedOrBlankNode::NamedNode(n) => self.node(n).into(),
+            other => other.clone(),
+        };
+        let object = match &t.object {
+            Term::NamedNode(n) => self.node(n).into(),
+            other => other.clone(),
+        };
+        Triple::new(subject, self.node(&t.predicate), object)
+    }
 }
 
 /// The most brackets (`(`, `{`, `[`) a SPARQL text may hold. The parser
@@ -309,6 +357,52 @@ pub fn negotiate(accept: Option<&str>, stored: Option<Syntax>, stored_type: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn turtle_writes_only_the_base_origins_iris_relative() {
+        let n = |iri: &str| NamedNode::new(iri).unwrap();
+        let triples = [
+            Triple::new(
+                n("http://pods.example/alice/notes/"),
+                n("http://www.w3.org/ns/ldp#contains"),
+                n("http://pods.example/alice/notes/a.ttl"),
+            ),
+            Triple::new(
+                n("http://pods.example/alice/notes/a.ttl"),
+                n("http://schema.org/author"),
+                n("http://pods.example/bob/profile/card#me"),
+            ),
+            Triple::new(
+                n("http://pods.example/alice/notes/a.ttl"),
+                n("http://purl.org/dc/terms/references"),
+                n("https://pods.example/alice/"),
+            ),
+        ];
+        let base = "http://pods.example/alice/notes/";
+        let text = String::from_utf8(serialize(&triples, Syntax::Turtle, base)).unwrap();
+        assert!(text.starts_with("@base <http://pods.example/alice/notes/> .\n"));
+        assert!(
+            text.contains("@prefix ldp: <http://www.w3.org/ns/ldp#> ."),
+            "{text}"
+        );
+        assert!(text.contains("<> ldp:contains <a.ttl> ."), "{text}");
+        assert!(
+            text.contains("<http://schema.org/author> </bob/profile/card#me>"),
+            "{text}"
+        );
+        // Another scheme is another origin.
+        assert!(
+            text.contains("dc:references <https://pods.example/alice/>"),
+            "{text}"
+        );
+        assert!(!text.contains("<//"), "{text}");
+        // It reads back as the same triples.
+        let back = parse(text.as_bytes(), Syntax::Turtle, base).unwrap();
+        assert_eq!(
+            back.into_iter().collect::<std::collections::HashSet<_>>(),
+            triples.into_iter().collect()
+        );
+    }
 
     #[test]
     fn negotiation_prefers_the_stored_form_on_ties() {
