@@ -103,6 +103,11 @@ fn connect(path: &Path) -> DbResult<Connection> {
         .map_err(err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err)?;
+    // A statement whose LIMIT is a bound parameter is compiled again on
+    // every run (SQLite looks at the bound value when it plans), so the
+    // cached statements write their limit into the text: a `u32`, one
+    // cached statement per limit a caller uses.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
@@ -1049,13 +1054,13 @@ impl MetadataStore for SqliteStore {
         let (pod, after) = (pod_id.to_string(), after.unwrap_or("").to_string());
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT content_hash, max(size) FROM resources
                      WHERE pod_id = ?1 AND content_hash IS NOT NULL AND content_hash > ?2
-                     GROUP BY content_hash ORDER BY content_hash LIMIT ?3",
-                )
+                     GROUP BY content_hash ORDER BY content_hash LIMIT {limit}"
+                ))
                 .map_err(err)?;
-            stmt.query_map(params![pod, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            stmt.query_map(params![pod, after], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)
@@ -1085,14 +1090,14 @@ impl MetadataStore for SqliteStore {
         let (pod, storage) = (pod_id.to_string(), storage_id.to_string());
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT DISTINCT r.content_hash FROM resources r
                      WHERE r.pod_id = ?1 AND r.content_hash IS NOT NULL AND NOT EXISTS (
                        SELECT 1 FROM blobs b WHERE b.storage_id = ?2 AND b.hash = r.content_hash)
-                     LIMIT ?3",
-                )
+                     LIMIT {limit}"
+                ))
                 .map_err(err)?;
-            stmt.query_map(params![pod, storage, limit], |r| r.get(0))
+            stmt.query_map(params![pod, storage], |r| r.get(0))
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)
@@ -1323,10 +1328,10 @@ impl MetadataStore for SqliteStore {
             let mut stmt = c
                 .prepare_cached(&format!(
                     "SELECT {RESOURCE_COLUMNS} FROM resources WHERE pod_id = ?1 AND parent = ?2 AND path > ?3
-                     ORDER BY path LIMIT ?4"
+                     ORDER BY path LIMIT {limit}"
                 ))
                 .map_err(err)?;
-            stmt.query_map(params![pod, container, after, limit], resource_row)
+            stmt.query_map(params![pod, container, after], resource_row)
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)
@@ -1337,11 +1342,11 @@ impl MetadataStore for SqliteStore {
     async fn events_after(&self, after_id: i64, limit: u32) -> DbResult<Vec<EventRecord>> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT id, pod_id, path, kind, version, etag, created_at, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT id, pod_id, path, kind, version, etag, created_at, detail FROM events WHERE id > ?1 ORDER BY id LIMIT {limit}"
+                ))
                 .map_err(err)?;
-            stmt.query_map(params![after_id, limit], |r| {
+            stmt.query_map(params![after_id], |r| {
                 Ok(EventRecord {
                     xid: "0".into(),
                     id: r.get(0)?,
@@ -1505,10 +1510,10 @@ impl MetadataStore for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {WEBHOOK_COLUMNS} FROM webhook_queue q JOIN subscriptions s ON s.id = q.channel_id
                      WHERE q.id = (SELECT MIN(id) FROM webhook_queue WHERE channel_id = q.channel_id)
-                     ORDER BY q.next_attempt_at LIMIT ?1"
+                     ORDER BY q.next_attempt_at LIMIT {limit}"
                 ))
                 .map_err(err)?;
-            stmt.query_map([limit], webhook_row)
+            stmt.query_map([], webhook_row)
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)
@@ -1870,12 +1875,12 @@ impl MetadataStore for SqliteStore {
         let storage = storage_id.to_string();
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT hash FROM blobs WHERE storage_id = ?1 AND refcount = 0 AND zero_since < ?2
-                     ORDER BY zero_since LIMIT ?3",
-                )
+                     ORDER BY zero_since LIMIT {limit}"
+                ))
                 .map_err(err)?;
-            stmt.query_map(params![storage, cutoff, limit], |r| r.get(0))
+            stmt.query_map(params![storage, cutoff], |r| r.get(0))
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)
