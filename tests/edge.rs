@@ -777,6 +777,47 @@ async fn an_edge_behind_nat_serves_its_pods_through_the_centre() {
         (200, edge_id.clone())
     );
     assert_eq!(get.text().await.unwrap(), "carol's");
+    // A SPARQL query POSTed to a sidecar only reads: answered by the edge,
+    // as a body or as a form. An update is a write: 503, and nothing moves.
+    let sidecar = url("bob/notes/-/sparql");
+    let ask = "ASK { ?s <http://purl.org/dc/terms/title> \"secret\" }";
+    for (ctype, body, status) in [
+        ("application/sparql-query", ask.to_string(), 200),
+        (
+            "application/x-www-form-urlencoded",
+            format!("query={}", support::form_encode(ask)),
+            200,
+        ),
+        (
+            "application/sparql-update",
+            "INSERT DATA { GRAPH <about.ttl> { <#x> <#y> 1 } }".to_string(),
+            503,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            format!(
+                "update={}",
+                support::form_encode("INSERT DATA { GRAPH <about.ttl> { <#x> <#y> 1 } }")
+            ),
+            503,
+        ),
+    ] {
+        let resp = agent
+            .sign(http.post(&sidecar), "POST", &sidecar)
+            .header("content-type", ctype)
+            .header("accept", "application/sparql-results+json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let (code, by) = (resp.status().as_u16(), served_by(&resp));
+        let text = resp.text().await.unwrap();
+        assert_eq!(code, status, "{ctype} {body}: {text}");
+        if status == 200 {
+            assert_eq!(by, edge_id, "{ctype}");
+            assert!(text.contains("\"boolean\":true"), "{text}");
+        }
+    }
     let lan_put = ns.block_on(async move {
         support::raw_request(
             "127.0.0.1",

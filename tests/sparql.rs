@@ -488,7 +488,7 @@ async fn queries_see_the_documents_under_the_container_that_the_agent_may_read()
     )
     .await;
     assert_eq!(r.column("title").len(), 3);
-    let form = format!("query={}", urlencoding(DONE_TITLES));
+    let form = format!("query={}", support::form_encode(DONE_TITLES));
     let r = send(
         &w.node.http,
         Some(&w.alice),
@@ -655,10 +655,6 @@ async fn queries_see_the_documents_under_the_container_that_the_agent_may_read()
         r.column("title"),
         BTreeSet::from(["sand".into(), "wax".into()])
     );
-}
-
-fn urlencoding(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 async fn updates_are_all_or_nothing(postgres: bool) {

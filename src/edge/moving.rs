@@ -104,6 +104,7 @@ pub async fn route(
     target: &crate::ldp::target::Target,
     moving: &Moving,
     method: Method,
+    writes: bool,
     uri: &axum::http::Uri,
     headers: HeaderMap,
     body: Body,
@@ -114,7 +115,7 @@ pub async fn route(
     let (node, credentials) = match moving.side(&headers) {
         Some(Side::Source) => (&moving.from, Credentials::Mover),
         Some(Side::Target) => (&moving.to, Credentials::Mover),
-        None if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) => {
+        None if !writes => {
             let holder = if moving.finishing {
                 &moving.to
             } else {

@@ -103,15 +103,26 @@ async fn route_verified(
     // second, and the database is asked itself before such a request is
     // refused as misrouted (or a dead owner is tried again).
     let mut fresh = false;
+    // A SPARQL query POSTed to a sidecar only reads, and is served like a
+    // GET while its pod moves.
+    let (writes, body) = match target.sidecar() {
+        Some(_) => match crate::sparql::protocol::writes(&method, &headers, body).await {
+            Ok(classified) => classified,
+            Err(e) => return e.into_response(),
+        },
+        None => (
+            !matches!(
+                method,
+                axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+            ),
+            body,
+        ),
+    };
     let mut body = Some(body);
     let mut failed_owner: Option<(String, Response)> = None;
     // A write to a pod whose switch to another node is under way waits
     // for it here, before its body is read, and then goes to the new
     // owner. (A forwarded one was held by the node that forwarded it.)
-    let writes = !matches!(
-        method,
-        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-    );
     if writes
         && !forwarded
         && !app
@@ -147,6 +158,7 @@ async fn route_verified(
                 target,
                 &moving,
                 method,
+                writes,
                 &uri,
                 headers,
                 body.take().unwrap_or_default(),

@@ -11,7 +11,7 @@
 
 pub mod index;
 mod isolate;
-mod protocol;
+pub(crate) mod protocol;
 mod update;
 
 use std::collections::HashSet;

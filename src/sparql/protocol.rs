@@ -121,6 +121,38 @@ pub async fn read(
     }))
 }
 
+/// Whether a request to a sidecar may write: an update may, a query does
+/// not. A form is read (within the same limit as [`read`]) to tell which
+/// it holds, and handed back as the body.
+pub async fn writes(
+    method: &Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(bool, Body), LdpError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok((false, body));
+    }
+    if *method != Method::POST {
+        return Ok((true, body));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::rdf::essence)
+        .unwrap_or_default();
+    match content_type.as_str() {
+        "application/sparql-query" => Ok((false, body)),
+        "application/x-www-form-urlencoded" => {
+            let stream = crate::ldp::put::body_stream(body);
+            let bytes = crate::ldp::write::read_limited(stream, MAX_REQUEST).await?;
+            let form = parameters(&bytes);
+            let query = form.query.is_some() && form.update.is_none();
+            Ok((!query, Body::from(bytes)))
+        }
+        _ => Ok((true, body)),
+    }
+}
+
 #[derive(Default)]
 struct Parameters {
     query: Option<String>,

@@ -223,6 +223,11 @@ pub fn xpod(env: &[(&str, &str)], args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `s` encoded as a value of an `application/x-www-form-urlencoded` body.
+pub fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 /// An owned environment as `xpod` and `Server` take it.
 pub fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
