@@ -345,21 +345,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
 }
 
 impl Command {
-    /// Commands that only read and print: cut short by a reader that stops
-    /// reading (`xpod config | grep -q …`), they may simply end.
+    /// Commands that only read local state and print: cut short by a
+    /// reader that stops reading (`xpod config | grep -q …`), they may
+    /// simply end. (Not those that talk to a server: a reset connection
+    /// would end them silently too, instead of with its error.)
     fn only_prints(&self) -> bool {
         matches!(
             self,
             Command::Config
-                | Command::Healthcheck { .. }
                 | Command::Node {
                     command: NodeCommand::Info
-                }
-                | Command::Pods {
-                    command: PodsCommand::List
-                }
-                | Command::Nodes {
-                    command: NodesCommand::List
                 }
         )
     }
@@ -367,8 +362,9 @@ impl Command {
 
 /// Rust ignores SIGPIPE, so printing to a pipe whose reader has gone panics
 /// ("failed printing to stdout: Broken pipe"). For a command that only
-/// prints, end silently instead, as `ls | head` does. Commands that change
-/// something keep the default, so a closed pipe never cuts one short.
+/// prints local state, end silently instead, as `ls | head` does. Other
+/// commands keep Rust's way, so a closed pipe or socket never cuts one
+/// short without a word.
 fn quiet_when_the_reader_leaves() {
     // SAFETY: called before any thread is started; restoring a signal's
     // default disposition has no other effect on this process.

@@ -104,19 +104,16 @@ async fn route_verified(
     // refused as misrouted (or a dead owner is tried again).
     let mut fresh = false;
     // A SPARQL query POSTed to a sidecar only reads, and is served like a
-    // GET while its pod moves.
-    let (writes, body) = match target.sidecar() {
-        Some(_) => match crate::sparql::protocol::writes(&method, &headers, body).await {
-            Ok(classified) => classified,
-            Err(e) => return e.into_response(),
-        },
-        None => (
-            !matches!(
-                method,
-                axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-            ),
-            body,
-        ),
+    // GET while its pod moves. The request's head tells, except for a form:
+    // its body is read to tell only where a moving or held pod makes it
+    // matter (`undecided`); until then it counts as a write.
+    let (writes, undecided) = match crate::sparql::protocol::writes_by_head(
+        target.sidecar().is_some(),
+        &method,
+        &headers,
+    ) {
+        Some(writes) => (writes, false),
+        None => (true, true),
     };
     let mut body = Some(body);
     let mut failed_owner: Option<(String, Response)> = None;
@@ -152,7 +149,20 @@ async fn route_verified(
             }
             Err(e) => return LdpError::from(e).into_response(),
         };
-        if let Some(moving) = crate::edge::moving::Moving::of(&pod) {
+        let held = writes
+            && pod.node_id == app.node.id
+            && app.holds.holds(&target.pod)
+            && !matches!(credentials, Credentials::Mover);
+        let moving = crate::edge::moving::Moving::of(&pod);
+        let mut writes = writes;
+        if undecided && (held || moving.is_some()) {
+            let form = body.take().unwrap_or_default();
+            match crate::sparql::protocol::form_writes(form).await {
+                Ok((w, form)) => (writes, body) = (w, Some(form)),
+                Err(e) => return e.into_response(),
+            }
+        }
+        if let Some(moving) = moving {
             return crate::edge::moving::route(
                 app,
                 target,
@@ -169,8 +179,7 @@ async fn route_verified(
         }
         if pod.node_id == app.node.id {
             // On an edge, a pod on its way to the centre takes no writes.
-            if writes && app.holds.holds(&target.pod) && !matches!(credentials, Credentials::Mover)
-            {
+            if writes && held {
                 return crate::edge::moving::busy(&target.pod);
             }
             let body = body.take().unwrap_or_default();

@@ -154,7 +154,8 @@ pub fn serialize(triples: &[Triple], syntax: Syntax, base: &str) -> Vec<u8> {
             .with_prefix("dc", "http://purl.org/dc/terms/")
             .expect("valid prefix");
         relative = Relative::new(base);
-        if relative.is_some() {
+        // An empty graph stays an empty document.
+        if relative.is_some() && !triples.is_empty() {
             out = format!("@base <{base}> .\n").into_bytes();
         }
     }
@@ -192,6 +193,9 @@ impl Relative {
         if node.as_str().starts_with(&self.origin)
             && let Ok(iri) = oxiri::Iri::parse(node.as_str())
             && let Ok(relative) = self.base.relativize(&iri)
+            // A path starting `//` is written as a network-path reference
+            // (`<//host//x>`): such an IRI is kept whole.
+            && !relative.as_str().starts_with("//")
         {
             // Relative on purpose: the document's @base resolves it.
             return NamedNode::new_unchecked(relative.into_inner());
@@ -377,6 +381,11 @@ mod tests {
                 n("http://purl.org/dc/terms/references"),
                 n("https://pods.example/alice/"),
             ),
+            Triple::new(
+                n("http://pods.example/alice/notes/a.ttl"),
+                n("http://purl.org/dc/terms/relation"),
+                n("http://pods.example//double"),
+            ),
         ];
         let base = "http://pods.example/alice/notes/";
         let text = String::from_utf8(serialize(&triples, Syntax::Turtle, base)).unwrap();
@@ -395,7 +404,13 @@ mod tests {
             text.contains("dc:references <https://pods.example/alice/>"),
             "{text}"
         );
+        assert!(
+            text.contains("dc:relation <http://pods.example//double>"),
+            "{text}"
+        );
         assert!(!text.contains("<//"), "{text}");
+        // An empty graph is an empty document.
+        assert!(serialize(&[], Syntax::Turtle, base).is_empty());
         // It reads back as the same triples.
         let back = parse(text.as_bytes(), Syntax::Turtle, base).unwrap();
         assert_eq!(

@@ -121,19 +121,15 @@ pub async fn read(
     }))
 }
 
-/// Whether a request to a sidecar may write: an update may, a query does
-/// not. A form is read (within the same limit as [`read`]) to tell which
-/// it holds, and handed back as the body.
-pub async fn writes(
-    method: &Method,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(bool, Body), LdpError> {
+/// Whether a request may write, as far as its head tells: a SPARQL query
+/// POSTed to a sidecar (`sidecar`) does not. `None` for a form POSTed to a
+/// sidecar, whose body tells ([`form_writes`]).
+pub fn writes_by_head(sidecar: bool, method: &Method, headers: &HeaderMap) -> Option<bool> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return Ok((false, body));
+        return Some(false);
     }
-    if *method != Method::POST {
-        return Ok((true, body));
+    if !sidecar || *method != Method::POST {
+        return Some(true);
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -141,16 +137,21 @@ pub async fn writes(
         .map(crate::rdf::essence)
         .unwrap_or_default();
     match content_type.as_str() {
-        "application/sparql-query" => Ok((false, body)),
-        "application/x-www-form-urlencoded" => {
-            let stream = crate::ldp::put::body_stream(body);
-            let bytes = crate::ldp::write::read_limited(stream, MAX_REQUEST).await?;
-            let form = parameters(&bytes);
-            let query = form.query.is_some() && form.update.is_none();
-            Ok((!query, Body::from(bytes)))
-        }
-        _ => Ok((true, body)),
+        "application/sparql-query" => Some(false),
+        "application/x-www-form-urlencoded" => None,
+        _ => Some(true),
     }
+}
+
+/// Whether a form POSTed to a sidecar may write: an update may, a query
+/// does not. The body is read (within the limit [`read`] has) and handed
+/// back.
+pub async fn form_writes(body: Body) -> Result<(bool, Body), LdpError> {
+    let stream = crate::ldp::put::body_stream(body);
+    let bytes = crate::ldp::write::read_limited(stream, MAX_REQUEST).await?;
+    let form = parameters(&bytes);
+    let query = form.query.is_some() && form.update.is_none();
+    Ok((!query, Body::from(bytes)))
 }
 
 #[derive(Default)]
