@@ -61,11 +61,7 @@ pub async fn read(
             })?)
         }
         Method::POST => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(crate::rdf::essence)
-                .unwrap_or_default();
+            let content_type = content_type(headers);
             let stream = crate::ldp::put::body_stream(body);
             let bytes = crate::ldp::write::read_limited(stream, MAX_REQUEST).await?;
             let text = || {
@@ -121,6 +117,15 @@ pub async fn read(
     }))
 }
 
+/// The request's media type, without parameters ("" when it has none).
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::rdf::essence)
+        .unwrap_or_default()
+}
+
 /// Whether a request may write, as far as its head tells: a SPARQL query
 /// POSTed to a sidecar (`sidecar`) does not. `None` for a form POSTed to a
 /// sidecar, whose body tells ([`form_writes`]).
@@ -131,12 +136,7 @@ pub fn writes_by_head(sidecar: bool, method: &Method, headers: &HeaderMap) -> Op
     if !sidecar || *method != Method::POST {
         return Some(true);
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(crate::rdf::essence)
-        .unwrap_or_default();
-    match content_type.as_str() {
+    match content_type(headers).as_str() {
         "application/sparql-query" => Some(false),
         "application/x-www-form-urlencoded" => None,
         _ => Some(true),
